@@ -1,0 +1,72 @@
+"""The dense masked reference backend: PyTorch SDPA with the component's boolean element mask.
+
+Costs the full ``O(n^2)`` whatever the pattern; it is the reference every other backend is tested
+against. Masks are built once per ``(component, n, layer, device)`` and cached. The mask is passed
+to SDPA as a 4-D ``(1, H or 1, T, T)`` tensor (3-D masks send SDPA to its slow math path). Rows with
+no allowed key are given their own position so that SDPA stays finite, and their output is set to
+zero; the zero is a constant, so no gradient flows through those rows.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..base import AttentionPattern
+from .base import AttentionBackend, check_qkv
+
+
+class DenseMaskCache:
+    """Per-component cache of ``(mask4d, empty_rows)`` keyed by ``(n, layer, device)``."""
+
+    def __init__(self) -> None:
+        self._cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def get(self, component: AttentionPattern, n: int, layer: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
+        per_comp = self._cache.setdefault(component, {})
+        key = (n, layer % component.num_layers_period, str(device))
+        if key not in per_comp:
+            mask = component.mask(n, layer, device=device)  # (H', T, T)
+            empty = ~mask.any(-1, keepdim=True)  # (H', T, 1)
+            if bool(empty.any()):
+                eye = torch.eye(n, dtype=torch.bool, device=device)
+                mask = mask | (empty & eye)
+                per_comp[key] = (mask.unsqueeze(0), empty.unsqueeze(0))  # (1, H', T, T), (1, H', T, 1)
+            else:
+                per_comp[key] = (mask.unsqueeze(0), None)
+        return per_comp[key]
+
+
+class DenseBackend(AttentionBackend):
+    """SDPA with the dense boolean mask (the reference)."""
+
+    name = "dense"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.masks = DenseMaskCache()
+
+    def attend(self, q, k, v, component, layer=0, scale=None):
+        check_qkv(q, k, v)
+        T = q.shape[2]
+        mask, empty = self.masks.get(component, T, layer, q.device)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)  # (B, H, T, Dv)
+        if empty is not None:
+            out = out.masked_fill(empty, 0.0)
+        return out
+
+
+def dense_attention_reference(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float | None = None) -> Tensor:
+    """Plain-PyTorch masked softmax attention (no SDPA), for tests: rows with no key give zeros.
+
+    ``mask`` is bool ``(H or 1, T, T)``; computed in float64-safe fashion by the caller's dtype.
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    scores = (q @ k.transpose(-1, -2)) * scale  # (B, H, T, T)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    empty = ~mask.any(-1, keepdim=True)
+    probs = torch.softmax(scores.masked_fill(empty, 0.0), dim=-1).masked_fill(~mask, 0.0)
+    return probs @ v  # (B, H, T, Dv)
