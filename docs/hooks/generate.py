@@ -1,0 +1,99 @@
+"""MkDocs hook: generated parts of the docs come from the code, never typed by hand.
+
+* before the build, ``scripts/plot_patterns.py`` draws one PNG per registered pattern into
+  ``docs/assets/patterns/`` (git-ignored);
+* ``<!-- gen:models -->`` is replaced by the table of registered model variants (parameter counts
+  from building each variant on the ``meta`` device);
+* ``<!-- gen:patterns -->`` by the table of registered attention patterns with their config fields;
+* ``<!-- gen:backends -->`` by the table of attention backends and their availability here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PATTERN_DIR = ROOT / "docs" / "assets" / "patterns"
+
+
+def on_pre_build(config, **kwargs):
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "plot_patterns.py"), "--out", str(PATTERN_DIR)],
+        check=True,
+        cwd=ROOT,
+    )
+
+
+def _fmt_value(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def models_table() -> str:
+    import torch
+
+    from zoo import registry
+
+    rows = [
+        "| model | parameters | layers | d | heads | attention | embedding | FFN | QK | seq_len |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in registry.list_models():
+        cfg = registry.get_model_config(name)
+        with torch.device("meta"):
+            model = registry.build(name)
+        params = sum(p.numel() for p in model.parameters())
+        attn = dict(cfg.attention)
+        attn_name = attn.pop("name")
+        attn.pop("num_heads", None)
+        ffn = "2d (half)" if cfg.half_ffn else "4d"
+        qk = "d/2 (half)" if cfg.half_qk else "d"
+        rows.append(
+            f"| `{name}` | {params / 1e6:.2f}M | {cfg.n_layer} | {cfg.n_embd} | {cfg.n_head} | "
+            f"{attn_name} ({_fmt_value(attn)}) | {cfg.embedding} {list(cfg.data_shape)} | {ffn} | {qk} | {cfg.seq_len} |"
+        )
+    return "\n".join(rows)
+
+
+def patterns_table() -> str:
+    import attention_patterns as ap
+
+    rows = ["| name | config fields (defaults) | picture |", "|---|---|---|"]
+    for name in ap.list_attentions():
+        cfg = ap.get_config(name)()
+        fields = ", ".join(
+            f"`{f.name}={getattr(cfg, f.name)!r}`" for f in dataclasses.fields(cfg) if f.name not in ("name", "num_heads")
+        )
+        rows.append(f"| `{name}` | {fields or '-'} | [png](assets/patterns/{name}.png) |")
+    return "\n".join(rows)
+
+
+def backends_table() -> str:
+    from attention_patterns.backends import backend_availability, create_backend, list_backends
+
+    rows = ["| backend | trains (backward) | available on this build machine |", "|---|---|---|"]
+    for name in list_backends():
+        ok, why = backend_availability(name, "cpu")
+        backward = "yes" if create_backend(name).supports_backward else "forward only"
+        rows.append(f"| `{name}` | {backward} | {'yes' if ok else 'no: ' + why} |")
+    return "\n".join(rows)
+
+
+_GENERATORS = {
+    "<!-- gen:models -->": models_table,
+    "<!-- gen:patterns -->": patterns_table,
+    "<!-- gen:backends -->": backends_table,
+}
+
+
+def on_page_markdown(markdown, page, config, files, **kwargs):
+    for marker, fn in _GENERATORS.items():
+        if marker in markdown:
+            markdown = markdown.replace(marker, fn())
+    return markdown
