@@ -11,7 +11,14 @@ Every pattern is a registered attention component (xFormers-components style)::
 
 from . import axial, bigbird, block_local, dense, fixed, local, longformer, strided, variable  # noqa: F401  (registers)
 from .base import AttentionPattern
-from .registry import build_attention, get_component, get_config, list_attentions, make_config, register_attention
+from .registry import (
+    build_attention,
+    get_component,
+    get_config,
+    list_attentions,
+    make_config,
+    register_attention,
+)
 
 __all__ = [
     "AttentionPattern",

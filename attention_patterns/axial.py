@@ -15,7 +15,6 @@ is optional: when given, sequences must have exactly ``height * width`` position
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from .base import check_positive
 from .parts import EveryLth, SameBlock
@@ -29,9 +28,9 @@ class AxialConfig:
 
     name: str = "axial"
     width: int = 32  # positions per row
-    height: Optional[int] = None  # rows; if set, n must equal height * width
+    height: int | None = None  # rows; if set, n must equal height * width
     mode: str = "split"  # split (head h: row if h even, column if odd) | merged | interleaved
-    num_heads: Optional[int] = None  # set by the model
+    num_heads: int | None = None  # set by the model
 
 
 @register_attention("axial", AxialConfig)

@@ -16,7 +16,6 @@ related work); DeepSpeed's ``BigBirdSparsityConfig`` is the reference for the pa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -36,7 +35,7 @@ class BigBirdConfig:
     random_blocks: int = 1  # random key blocks per query block
     seed: int = 0  # seed of the random blocks
     different_layout_per_head: bool = False  # draw random blocks per head
-    num_heads: Optional[int] = None  # set by the model
+    num_heads: int | None = None  # set by the model
 
 
 @register_attention("bigbird", BigBirdConfig)

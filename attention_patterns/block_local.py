@@ -9,7 +9,6 @@ compares to (Child et al. 2019 §2, §4.2). With ``window_blocks = 1`` it is blo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from .base import check_positive
 from .block_grid import BlockGridPattern
@@ -23,7 +22,7 @@ class BlockLocalConfig:
     name: str = "block_local"
     block_size: int = 64  # positions per block
     window_blocks: int = 2  # key blocks per query block, own block included
-    num_heads: Optional[int] = None  # set by the model
+    num_heads: int | None = None  # set by the model
 
 
 @register_attention("block_local", BlockLocalConfig)

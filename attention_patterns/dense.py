@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -17,7 +16,7 @@ class DenseConfig:
     """Full causal attention ``A_i = {j : j <= i}``."""
 
     name: str = "dense"
-    num_heads: Optional[int] = None  # set by the model; None = 1 when used on its own
+    num_heads: int | None = None  # set by the model; None = 1 when used on its own
 
 
 @register_attention("dense", DenseConfig)

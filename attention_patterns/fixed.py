@@ -20,7 +20,6 @@ that uses only ``A2`` gives them a zero output.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from .base import check_positive
 from .parts import SameBlock, SummaryColumns
@@ -37,7 +36,7 @@ class FixedConfig:
     c: int = 16  # number of summary positions at the end of each block
     num_different_global_patterns: int = 1  # G: heads use G distinct summary sub-blocks (G * c <= l)
     mode: str = "split"  # split | merged | interleaved
-    num_heads: Optional[int] = None  # set by the model
+    num_heads: int | None = None  # set by the model
 
 
 @register_attention("fixed", FixedConfig)

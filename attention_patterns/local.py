@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -18,7 +17,7 @@ class LocalConfig:
 
     name: str = "local"
     window: int = 128  # number of keys per query, itself included
-    num_heads: Optional[int] = None  # set by the model
+    num_heads: int | None = None  # set by the model
 
 
 @register_attention("local", LocalConfig)

@@ -12,7 +12,6 @@ like the ``c`` summary columns of ``fixed``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
 
 from .base import check_positive
 from .block_grid import BlockGridPattern, in_ranges
@@ -40,9 +39,9 @@ class LongformerConfig:
     name: str = "longformer"
     block_size: int = 64  # positions per block
     window_blocks: int = 3  # causal sliding window, in blocks, own block included
-    global_block_indices: List[int] = field(default_factory=lambda: [0])  # global blocks (or range starts)
-    global_block_end_indices: Optional[List[int]] = None  # range ends (exclusive), one per start
-    num_heads: Optional[int] = None  # set by the model
+    global_block_indices: list[int] = field(default_factory=lambda: [0])  # global blocks (or range starts)
+    global_block_end_indices: list[int] | None = None  # range ends (exclusive), one per start
+    num_heads: int | None = None  # set by the model
 
 
 @register_attention("longformer", LongformerConfig)

@@ -13,7 +13,6 @@ defined by differences ``i - j`` only, so any ``n`` works: ``n`` need not be a m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from .base import check_positive
 from .parts import EveryLth, Window
@@ -28,7 +27,7 @@ class StridedConfig:
     name: str = "strided"
     stride: int = 128  # l: local window length and step of the strided part
     mode: str = "split"  # split (head h uses part h mod 2) | merged (union) | interleaved (layer k: part k mod 2)
-    num_heads: Optional[int] = None  # set by the model
+    num_heads: int | None = None  # set by the model
 
 
 @register_attention("strided", StridedConfig)

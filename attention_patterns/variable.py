@@ -13,7 +13,6 @@ A generalisation of the paper's fixed pattern (Child et al. 2019 §4.2): fixed w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
 
 import torch
 
@@ -29,13 +28,13 @@ class VariableConfig:
 
     name: str = "variable"
     block_size: int = 64  # positions per block
-    local_window_blocks: List[int] = field(default_factory=lambda: [4])  # window sizes; the last repeats
-    global_block_indices: List[int] = field(default_factory=lambda: [0])  # global blocks (or range starts)
-    global_block_end_indices: Optional[List[int]] = None  # range ends (exclusive)
+    local_window_blocks: list[int] = field(default_factory=lambda: [4])  # window sizes; the last repeats
+    global_block_indices: list[int] = field(default_factory=lambda: [0])  # global blocks (or range starts)
+    global_block_end_indices: list[int] | None = None  # range ends (exclusive)
     horizontal_global_attention: bool = False  # global blocks also attend to all earlier blocks
     num_random_blocks: int = 0  # random earlier key blocks per query block
     seed: int = 0
-    num_heads: Optional[int] = None  # set by the model
+    num_heads: int | None = None  # set by the model
 
 
 def window_index(p: torch.Tensor, sizes: list[int]) -> torch.Tensor:
