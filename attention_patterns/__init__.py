@@ -33,7 +33,7 @@ __all__ = [
 
 
 def plot(component, n, **kwargs):
-    """Figure of ``component``'s connectivity (paper Figure 3 style); see :mod:`attention_patterns.plot`."""
-    from .plot import plot as _plot
+    """Figure of ``component``'s connectivity (paper Figure 3 style); see :mod:`attention_patterns.plotting`."""
+    from .plotting import plot as _plot
 
     return _plot(component, n, **kwargs)

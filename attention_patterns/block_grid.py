@@ -36,12 +36,20 @@ def in_ranges(x: Tensor, starts: Sequence[int], ends: Sequence[int] | None) -> T
 
 
 def random_blocks(seed: int, h: Tensor, p: Tensor, q: Tensor, count: int, lo: int | Tensor, hi: Tensor) -> Tensor:
-    """``q`` is one of ``count`` seeded draws from ``[lo, hi]`` for block row ``p`` (none if empty)."""
+    """``q`` is one of ``count`` distinct seeded random blocks from ``[lo, hi]`` for block row ``p``.
+
+    The candidates are cut into ``count`` equal strata and one block is drawn in each (stratified
+    sampling), so the draws are distinct, spread over the range and reproducible from
+    ``(seed, head, p)`` alone; when fewer than ``count`` candidates exist, all of them are taken.
+    """
     span = hi - lo + 1
     out = torch.zeros(torch.broadcast_shapes(h.shape, p.shape, q.shape), dtype=torch.bool, device=p.device)
     for k in range(count):
-        draw = lo + torch.remainder(block_hash(seed, h, p, k), span.clamp(min=1))
-        out = out | ((span > 0) & (q == draw))
+        s_lo = lo + torch.div(k * span.clamp(min=0), count, rounding_mode="floor")
+        s_hi = lo + torch.div((k + 1) * span.clamp(min=0), count, rounding_mode="floor") - 1
+        size = s_hi - s_lo + 1
+        draw = s_lo + torch.remainder(block_hash(seed, h, p, k), size.clamp(min=1))
+        out = out | ((size > 0) & (q == draw))
     return out
 
 

@@ -133,7 +133,7 @@ def make_config(cfg: Any, **overrides: Any) -> Any:
     valid = [f.name for f in dataclasses.fields(config_cls)]
     for key in values:
         if key not in valid:
-            hint = difflib.get_close_matches(str(key), valid, n=1)
+            hint = difflib.get_close_matches(str(key), valid, n=1) or difflib.get_close_matches(str(key).lower(), valid, n=1)
             extra = f" Did you mean {hint[0]!r}?" if hint else ""
             raise ValueError(f"unknown key {key!r} for attention {name!r}; valid keys are {valid}.{extra}")
     try:
