@@ -339,7 +339,7 @@ def test_first_input_is_the_start_embedding():
         ({"n_layer": 0}, "n_layer must be an integer >= 1"),
         ({"attention": {"name": "axial", "width": 28, "height": 10}}, "cannot serve seq_len=784"),
         ({"attention": {"name": "strided", "stride": 0}}, "stride must be an integer >= 1"),
-        ({"attention": {"name": "strided", "num_heads": 2}}, "disagrees with n_head=4"),
+        ({"attention": {"name": "strided", "num_heads": 4}}, "disagrees with n_head=2"),
         ({"attention_backend": "nope"}, "unknown attention backend 'nope'"),
         ({"data_shape": [28, 0]}, "data_shape must be a non-empty list of positive sizes"),
     ],

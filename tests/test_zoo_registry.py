@@ -122,7 +122,7 @@ def test_attention_overrides_replace_merge_and_dotted():
     assert c.attention == {"name": "dense"}
     model = build("strided", n_layer=1, attention={"name": "fixed", "stride": 28, "c": 4})
     assert model.component.name == "fixed" and model.component.config.c == 4
-    assert model.component.num_heads == 4
+    assert model.component.num_heads == model.config.n_head == 2
 
 
 def test_unknown_names_and_keys_fail_clearly():
@@ -189,7 +189,7 @@ def test_stale_yaml_is_detected(tmp_path):
     registry.write_model_configs(tmp_path)
     assert registry.stale_model_configs(tmp_path) == []
     (tmp_path / "strided.yaml").write_text(
-        (tmp_path / "strided.yaml").read_text().replace("n_layer: 4", "n_layer: 5")
+        (tmp_path / "strided.yaml").read_text().replace("n_layer: 2", "n_layer: 5")
     )
     (tmp_path / "dense.yaml").unlink()
     assert registry.stale_model_configs(tmp_path) == ["dense", "strided"]

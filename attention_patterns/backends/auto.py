@@ -1,0 +1,88 @@
+"""The ``auto`` backend: picks the fastest available backend for the device, pattern and length.
+
+The choice (measured on the benchmarks in ``docs/benchmarks.md``; Child et al. 2019 §5.5 on why
+sparse kernels pay off only when the pattern skips whole blocks):
+
+* **CPU** - ``blocksparse`` at every length and density: its structured pieces and block gather
+  run on fused CPU kernels and train, and it serves the dense pattern with the causal fused
+  kernel; it measured faster than the dense masked reference from n = 128 up (strided, fixed,
+  bigbird). ``flex`` is never chosen on CPU (no backward there).
+* **CUDA** - ``xformers`` when it is installed and serves every head group exactly (single-part
+  heads: dense, local, split/interleaved strided and axial), else ``flex`` (any pattern, fused,
+  trains), else ``blocksparse``.
+* anything else - ``blocksparse``.
+
+The decision is logged once per ``(pattern, n, device)`` on the ``attention_patterns.backends.auto``
+logger; :meth:`AutoBackend.choose` returns it without running anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from ..base import AttentionPattern
+from . import backend_availability, create_backend, register_backend
+from .base import AttentionBackend, check_qkv
+
+log = logging.getLogger(__name__)
+
+class AutoBackend(AttentionBackend):
+    """Delegates every call to the backend :meth:`choose` picks (instances are kept and reused)."""
+
+    name = "auto"
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._backends: dict[str, AttentionBackend] = {}
+        self._logged: set[tuple] = set()
+
+    @classmethod
+    def availability(cls, device: torch.device | str = "cpu") -> tuple[bool, str]:
+        from .blocksparse import device_usable
+
+        return device_usable(device)
+
+    def choose(self, component: AttentionPattern, n: int, device: torch.device | str, layer: int = 0) -> str:
+        """Name of the backend used for ``component`` at length ``n`` on ``device``."""
+        dev = torch.device(device)
+        if dev.type == "cpu":
+            return "blocksparse"
+        if dev.type == "cuda":
+            if backend_availability("xformers", dev)[0]:
+                from .xformers import XFormersBackend
+
+                if XFormersBackend.supports(component, layer):
+                    return "xformers"
+            if backend_availability("flex", dev)[0]:
+                return "flex"
+        return "blocksparse"
+
+    def _backend(self, name: str) -> AttentionBackend:
+        if name not in self._backends:
+            self._backends[name] = create_backend(name)
+        return self._backends[name]
+
+    def attend(self, q, k, v, component, layer=0, scale=None):
+        check_qkv(q, k, v)
+        T = q.shape[2]
+        name = self.choose(component, T, q.device, layer)
+        key = (id(component), T, str(q.device), layer % component.num_layers_period)
+        if key not in self._logged:
+            self._logged.add(key)
+            log.info(
+                "auto attention backend: %s for pattern %r (n=%d, layer %d, device %s, density %s)",
+                name, component.name, T, layer, q.device, _density(component, T, layer),
+            )  # fmt: skip
+        return self._backend(name).attend(q, k, v, component, layer, scale)
+
+
+def _density(component: AttentionPattern, n: int, layer: int) -> str:
+    if n > 4096:  # row counts cost O(n^2) index work; not worth it for a log line
+        return "n/a"
+    return f"{component.density(n, layer):.3f}"
+
+
+register_backend(AutoBackend)

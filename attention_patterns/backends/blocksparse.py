@@ -1,0 +1,172 @@
+"""The ``blocksparse`` backend: exact sparse attention in pure PyTorch, forward and backward, any device.
+
+Child et al. 2019 (§5.5) make factorised attention fast with kernels that compute only the
+non-zero blocks of the attention matrix. This backend does the same with PyTorch operators:
+
+1. heads are grouped by the parts of the pattern they use (§4.3: split heads use different parts,
+   merged heads their union, interleaved layers alternate);
+2. each group's attention set is split into disjoint *pieces* with an exact dense form
+   (:mod:`.structured`: a band for local windows, causal attention among equal residues for the
+   strided part, chunks for same-block parts, gathered columns for summaries), or, for any other
+   pattern, into gathered key blocks of ``component.layout(n, block_size)`` with the element mask
+   inside (:mod:`.gather`);
+3. every piece returns its output and log-sum-exp; the pieces are merged exactly
+   (:mod:`.tile_kernel`), and the backward pass recomputes each piece from the merged output and
+   log-sum-exp (a custom ``autograd.Function``: only ``q, k, v``, the output and one float per row are
+   kept, memory ``O(n)`` per head).
+
+On CPU the tiles run through PyTorch's fused flash-attention kernels; elsewhere through a
+matmul/softmax fallback. Rows with no allowed key give zero output and zero gradient.
+Options: ``block_size`` (16-128, the generic gather's block), ``structured`` (False forces the
+generic gather for every pattern), ``kernel`` (``auto``, ``flash``, ``math``) and ``serial_glue``
+(default True: on CPU the many short operations of a plan run on one thread and only large tile
+calls use all threads, see :func:`.tile_kernel.serial_glue`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ..base import AttentionPattern
+from . import register_backend
+from .base import AttentionBackend, check_qkv
+from .gather import GatherPiece
+from .plan import AttentionPlan, HeadGroup
+from .structured import head_groups, structured_pieces
+from .tile_kernel import KERNELS, resolve_kernel, serial_glue
+
+BLOCK_SIZE_RANGE = (16, 128)
+
+
+def device_usable(device: torch.device | str) -> tuple[bool, str]:
+    """``(True, '')`` if tensors can be created on ``device``, else ``(False, reason)``."""
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as e:
+        return False, f"device {device} is not usable here ({e})"
+    return True, ""
+
+
+def _pad_last(x: Tensor, D: int) -> Tensor:
+    return x if x.shape[-1] == D else F.pad(x, (0, D - x.shape[-1]))
+
+
+class _SparseAttention(torch.autograd.Function):
+    """Forward through the plan; backward recomputes each piece from the merged output and lse.
+
+    With ``pad_heads`` the q/k and v head dims are zero-padded to the larger one inside the function
+    (the fused CPU kernel needs equal head dims; zero columns change no dot product), the padded
+    tensors are kept for the backward pass and the gradients are returned as views of the unpadded
+    columns.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, plan: AttentionPlan, scale: float, kernel: str, serial: bool, pad_heads: bool):
+        keep = any(ctx.needs_input_grad[:3])
+        Dqk, Dv = q.shape[-1], v.shape[-1]
+        with serial_glue(serial and q.device.type == "cpu"):
+            if pad_heads and Dqk != Dv:
+                D = max(Dqk, Dv)
+                q, k, v = _pad_last(q, D), _pad_last(k, D), _pad_last(v, D)
+            out, lse, states = plan.forward(q, k, v, scale, kernel, keep)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.plan, ctx.scale, ctx.kernel, ctx.states, ctx.serial = plan, scale, kernel, states, serial
+        ctx.dims = (Dqk, Dv)
+        return out[..., :Dv]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        Dqk, Dv = ctx.dims
+        with serial_glue(ctx.serial and q.device.type == "cpu"):
+            dout = _pad_last(dout, out.shape[-1]).contiguous()
+            dq, dk, dv = ctx.plan.backward(ctx.states, dout, q, k, v, out, lse, ctx.scale, ctx.kernel)
+        ctx.states = None
+        return dq[..., :Dqk], dk[..., :Dqk], dv[..., :Dv], None, None, None, None, None
+
+
+@register_backend
+class BlockSparseBackend(AttentionBackend):
+    """Exact block-sparse attention in PyTorch (structured pieces or generic block gather)."""
+
+    name = "blocksparse"
+
+    def __init__(
+        self,
+        block_size: int = 64,
+        structured: bool = True,
+        kernel: str = "auto",
+        serial_glue: bool = True,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        lo, hi = BLOCK_SIZE_RANGE
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or not lo <= block_size <= hi:
+            raise ValueError(f"block_size must be an integer in [{lo}, {hi}], got {block_size!r}")
+        if not isinstance(structured, bool):
+            raise ValueError(f"structured must be True or False, got {structured!r}")
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {list(KERNELS)}, got {kernel!r}")
+        if not isinstance(serial_glue, bool):
+            raise ValueError(f"serial_glue must be True or False, got {serial_glue!r}")
+        self.block_size, self.structured, self.kernel, self.serial_glue = (
+            block_size,
+            structured,
+            kernel,
+            serial_glue,
+        )
+        self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def availability(cls, device: torch.device | str = "cpu") -> tuple[bool, str]:
+        return device_usable(device)
+
+    def __repr__(self) -> str:
+        return f"BlockSparseBackend(block_size={self.block_size}, structured={self.structured}, kernel={self.kernel!r})"
+
+    def plan(
+        self,
+        component: AttentionPattern,
+        n: int,
+        layer: int,
+        num_heads: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> AttentionPlan:
+        """The cached plan for these arguments (built on first use)."""
+        per_comp = self._plans.setdefault(component, {})
+        key = (n, layer % component.num_layers_period, num_heads, str(device), dtype)
+        if key not in per_comp:
+            per_comp[key] = self._build_plan(component, n, layer, num_heads, torch.device(device), dtype)
+        return per_comp[key]
+
+    def _build_plan(self, component, n, layer, num_heads, device, dtype) -> AttentionPlan:
+        component.validate_length(n)
+        if self.structured:
+            groups = []
+            for heads, parts in head_groups(component, layer, num_heads):
+                pieces = structured_pieces(parts, n, device, dtype)
+                if pieces is None:
+                    break
+                groups.append(HeadGroup(heads, pieces, num_heads, device))
+            else:
+                return AttentionPlan(groups, num_heads, structured=True)
+        gather = GatherPiece(component, n, layer, num_heads, self.block_size, device, dtype)
+        return AttentionPlan([HeadGroup(None, [gather], num_heads, device)], num_heads, structured=False)
+
+    def attend(self, q, k, v, component, layer=0, scale=None):
+        check_qkv(q, k, v)
+        B, H, T, Dqk = q.shape
+        Dv = v.shape[-1]
+        scale = Dqk**-0.5 if scale is None else float(scale)
+        pad = Dqk != Dv and self.kernel != "math" and q.device.type == "cpu"
+        kernel = resolve_kernel(self.kernel, q, q if pad else v)
+        plan = self.plan(component, T, layer, H, q.device, q.dtype)
+        return _SparseAttention.apply(q, k, v, plan, scale, kernel, self.serial_glue, pad)  # (B, H, T, Dv)

@@ -1,0 +1,197 @@
+"""Attention on one tile set with its log-sum-exp: the kernel under the block-sparse backend.
+
+The block-sparse backend splits a pattern's attention set into disjoint *pieces* (a band, dense
+causal attention inside reshaped subsequences, gathered key blocks, ...). Each piece is plain
+softmax attention over some keys, and the pieces are merged exactly through their log-sum-exp
+(the FlashAttention identity, Dao et al. 2022; the merged softmax is the softmax over the union of
+the pieces' key sets, which is how a factorised pattern's ``A^(1) ∪ A^(2)`` is attended, Child et
+al. 2019 §4.3 "merged").
+
+The backward pass of a piece needs only the *merged* output ``O`` and log-sum-exp ``L`` of each
+query row::
+
+    P_ij = exp(s_ij - L_i),  dV = P^T dO,  dS = P * (dO V^T - rowsum(dO * O)),
+    dQ = dS K * scale,       dK = dS^T Q * scale
+
+so every piece's gradient contribution is computed independently and they are summed. Passing the
+merged ``O`` and ``L`` into PyTorch's fused CPU flash-attention backward does exactly that.
+
+Two implementations of :func:`tile_forward` / :func:`tile_backward`:
+
+* ``flash`` - ``aten._scaled_dot_product_flash_attention_for_cpu`` and its backward: fused,
+  ``O(L)`` memory, skips upper tiles when ``causal``; CPU only, float32/float64/bfloat16/float16,
+  equal head dims for q, k and v;
+* ``math`` - matmul + softmax in plain PyTorch, any device (GPU fallback and test oracle);
+  memory ``O(L S)`` per call.
+
+Conventions: ``q`` is ``(N, M, L, D)``, ``k`` and ``v`` are ``(N, M, S, D)``; ``mask`` is an additive
+float mask (``0`` or ``-inf``) in ``q``'s dtype, broadcastable to ``(N, M, L, S)``; ``causal`` means
+``j <= i`` with top-left alignment (``L == S``). The returned log-sum-exp is ``-inf`` for rows listed
+in ``empty`` (rows whose keys are all masked; their output is zero). The ``lse`` given to the
+backward must be finite wherever a row has an allowed key and may be anything finite elsewhere.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+
+_FLASH_FWD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_FLASH_BWD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+_FLASH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+KERNELS = ("auto", "flash", "math")
+
+#: tile calls with at least this many flops use the caller's thread count inside :func:`serial_glue`
+PARALLEL_MIN_FLOPS = 1 << 33
+
+_STATE = threading.local()
+
+
+@contextmanager
+def serial_glue(enabled: bool = True) -> Iterator[None]:
+    """Run the block-sparse glue (copies, layout changes, small tiles) on one thread.
+
+    A sparse plan is dozens of short operations. On a CPU shared with other processes every
+    multi-threaded operation waits at its barrier until all of its threads got a time slice: with
+    2 threads on a loaded 2-core machine, 30 copies of 1.5 MB took 207 ms instead of 4 ms on one
+    thread. Inside this context PyTorch uses one thread, except the tile calls of at least
+    :data:`PARALLEL_MIN_FLOPS`, which get the caller's thread count back (see :func:`_tile_threads`).
+    """
+    n = torch.get_num_threads()
+    if not enabled or n == 1 or getattr(_STATE, "threads", None) is not None:
+        yield
+        return
+    _STATE.threads = n
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+        _STATE.threads = None
+
+
+@contextmanager
+def _tile_threads(flops: int) -> Iterator[None]:
+    """Inside :func:`serial_glue`: the caller's thread count for a large tile call."""
+    n = getattr(_STATE, "threads", None)
+    if n is None or flops < PARALLEL_MIN_FLOPS:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(1)
+
+
+def tile_flops(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> int:
+    """Forward flops of one tile call (two matmuls), halved for causal tiles."""
+    L, S = q.shape[-2], k.shape[-2]
+    flops = 2 * q[..., 0, 0].numel() * L * S * (q.shape[-1] + v.shape[-1])
+    return flops // 2 if causal else flops
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype of log-sum-exps and merges: float64 for float64 inputs, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def flash_supported(q: Tensor, v: Tensor) -> bool:
+    """True if the fused CPU flash kernel can serve these inputs."""
+    return (
+        _FLASH_FWD is not None
+        and q.device.type == "cpu"
+        and q.dtype in _FLASH_DTYPES
+        and q.shape[-1] == v.shape[-1]
+    )
+
+
+def resolve_kernel(kernel: str, q: Tensor, v: Tensor) -> str:
+    """``'flash'`` or ``'math'`` for ``kernel`` in :data:`KERNELS` (``auto`` prefers flash)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {list(KERNELS)}, got {kernel!r}")
+    if kernel == "auto":
+        return "flash" if flash_supported(q, v) else "math"
+    if kernel == "flash" and not flash_supported(q, v):
+        raise ValueError(
+            f"kernel='flash' needs CPU tensors of dtype in {list(_FLASH_DTYPES)} with equal q/v head dims "
+            f"and torch's CPU flash-attention op; got device={q.device}, dtype={q.dtype}, "
+            f"head dims {q.shape[-1]}/{v.shape[-1]}; use kernel='math' or 'auto'"
+        )
+    return kernel
+
+
+def _causal_additive(L: int, S: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    i = torch.arange(L, device=device).view(L, 1)
+    j = torch.arange(S, device=device).view(1, S)
+    return torch.zeros((L, S), dtype=dtype, device=device).masked_fill(j > i, float("-inf"))
+
+
+def _math_scores(q: Tensor, k: Tensor, mask: Tensor | None, causal: bool, scale: float) -> Tensor:
+    """Scaled, masked scores in the accumulation dtype, ``(N, M, L, S)``."""
+    s = torch.matmul(q, k.transpose(-1, -2)).to(acc_dtype(q.dtype)) * scale  # (N, M, L, S)
+    if mask is not None:
+        s = s + mask.to(s.dtype)
+    if causal:
+        s = s + _causal_additive(q.shape[-2], k.shape[-2], s.dtype, s.device)
+    return s
+
+
+def tile_forward(
+    q: Tensor,  # (N, M, L, D)
+    k: Tensor,  # (N, M, S, D)
+    v: Tensor,  # (N, M, S, Dv)
+    *,
+    scale: float,
+    mask: Tensor | None = None,
+    causal: bool = False,
+    empty: Tensor | None = None,
+    kernel: str = "flash",
+) -> tuple[Tensor, Tensor]:  # (N, M, L, Dv), (N, M, L)
+    """Softmax attention of ``q`` over ``k, v`` and the per-row log-sum-exp of the scaled scores."""
+    if kernel == "flash":
+        with _tile_threads(tile_flops(q, k, v, causal)):
+            out, lse = _FLASH_FWD(q, k, v, 0.0, causal, attn_mask=mask, scale=scale)
+        lse = lse.to(acc_dtype(q.dtype))
+    else:
+        s = _math_scores(q, k, mask, causal, scale)
+        lse = torch.logsumexp(s, dim=-1)  # (N, M, L); -inf for rows with no key
+        p = torch.exp(s - lse.masked_fill(torch.isinf(lse), 0.0).unsqueeze(-1))
+        out = torch.matmul(p.to(v.dtype), v)
+    if empty is not None:
+        lse = lse.masked_fill(empty, float("-inf"))
+    return out, lse
+
+
+def tile_backward(
+    dout: Tensor,  # (N, M, L, Dv)
+    q: Tensor,  # (N, M, L, D)
+    k: Tensor,  # (N, M, S, D)
+    v: Tensor,  # (N, M, S, Dv)
+    out: Tensor,  # (N, M, L, Dv) the merged output of these query rows
+    lse: Tensor,  # (N, M, L) the merged log-sum-exp (finite)
+    *,
+    scale: float,
+    mask: Tensor | None = None,
+    causal: bool = False,
+    kernel: str = "flash",
+) -> tuple[Tensor, Tensor, Tensor]:  # (N, M, L, D), (N, M, S, D), (N, M, S, Dv)
+    """Gradient contribution of this tile set, given the merged ``out`` and ``lse`` of its rows."""
+    if kernel == "flash":
+        lse = lse.to(torch.float64 if q.dtype == torch.float64 else torch.float32)
+        with _tile_threads(2 * tile_flops(q, k, v, causal)):
+            return _FLASH_BWD(dout, q, k, v, out, lse, 0.0, causal, attn_mask=mask, scale=scale)
+    s = _math_scores(q, k, mask, causal, scale)
+    p = torch.exp(s - lse.to(s.dtype).unsqueeze(-1))  # (N, M, L, S); 0 where masked
+    dv = torch.matmul(p.transpose(-1, -2).to(dout.dtype), dout)
+    dp = torch.matmul(dout, v.transpose(-1, -2)).to(p.dtype)
+    delta = (dout.to(p.dtype) * out.to(p.dtype)).sum(-1, keepdim=True)  # (N, M, L, 1)
+    ds = (p * (dp - delta) * scale).to(q.dtype)
+    dq = torch.matmul(ds, k)
+    dk = torch.matmul(ds.transpose(-1, -2), q)
+    return dq, dk, dv
