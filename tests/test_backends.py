@@ -111,6 +111,13 @@ def test_blocksparse_generic_gather_matches_dense(case_id, cfg):
     check_against_dense(BlockSparseBackend(block_size=16, structured=False), comp, 131)
 
 
+@pytest.mark.parametrize("serial", [True, False])
+def test_blocksparse_thread_policies_agree(serial):
+    """The single-threaded glue (shared CPU) and the multi-threaded one give the same result."""
+    comp = build({"name": "fixed", "stride": 16, "c": 4, "mode": "merged"})
+    check_against_dense(BlockSparseBackend(serial_glue=serial), comp, 150)
+
+
 @pytest.mark.parametrize("structured", [True, False])
 @pytest.mark.parametrize(
     "case_id,cfg",
@@ -277,6 +284,24 @@ def test_blocksparse_options_are_validated():
     q, k, v = qkv(60)
     with pytest.raises(ValueError, match="needs n = 64, got n=60"):
         BlockSparseBackend().attend(q, k, v, axial)
+
+
+def test_serial_glue_restores_threads_and_resolves_modes():
+    from attention_patterns.backends import tile_kernel as tk
+
+    n = torch.get_num_threads()
+    with tk.serial_glue(True):
+        assert torch.get_num_threads() == 1
+        with tk._tile_threads(tk.PARALLEL_MIN_FLOPS):  # a large tile gets the caller's threads back
+            assert torch.get_num_threads() == n
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == n
+    cpu = torch.device("cpu")
+    assert tk.use_serial_glue(False, cpu) is False and tk.use_serial_glue(True, cpu) is True
+    assert tk.use_serial_glue(True, torch.device("meta")) is False
+    assert isinstance(tk.use_serial_glue("auto", cpu), bool)
+    with pytest.raises(ValueError, match="serial_glue must be True, False or 'auto'"):
+        BlockSparseBackend(serial_glue="yes")
 
 
 def test_registry_knows_the_backends():

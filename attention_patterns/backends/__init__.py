@@ -54,5 +54,4 @@ def create_backend(name: str = "dense", **options: Any) -> AttentionBackend:
 __all__ = ["AttentionBackend", "backend_availability", "create_backend", "list_backends", "register_backend"]
 
 # Importing a backend module registers it (after register_backend exists). Order: auto picks among the others.
-from . import blocksparse, flex, xformers  # noqa: E402,F401
-from . import auto  # noqa: E402,F401
+from . import auto, blocksparse, flex, xformers  # noqa: E402,F401  (importing registers them)

@@ -29,6 +29,7 @@ from .base import AttentionBackend, check_qkv
 
 log = logging.getLogger(__name__)
 
+
 class AutoBackend(AttentionBackend):
     """Delegates every call to the backend :meth:`choose` picks (instances are kept and reused)."""
 

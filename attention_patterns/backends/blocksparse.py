@@ -19,8 +19,9 @@ On CPU the tiles run through PyTorch's fused flash-attention kernels; elsewhere 
 matmul/softmax fallback. Rows with no allowed key give zero output and zero gradient.
 Options: ``block_size`` (16-128, the generic gather's block), ``structured`` (False forces the
 generic gather for every pattern), ``kernel`` (``auto``, ``flash``, ``math``) and ``serial_glue``
-(default True: on CPU the many short operations of a plan run on one thread and only large tile
-calls use all threads, see :func:`.tile_kernel.serial_glue`).
+(``"auto"``, default: when the CPU is shared with other processes, the many short operations of a
+plan run on one thread and only large tile calls use all threads; True/False force it, see
+:func:`.tile_kernel.serial_glue` and :func:`.tile_kernel.cpu_contended`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from .base import AttentionBackend, check_qkv
 from .gather import GatherPiece
 from .plan import AttentionPlan, HeadGroup
 from .structured import head_groups, structured_pieces
-from .tile_kernel import KERNELS, resolve_kernel, serial_glue
+from .tile_kernel import KERNELS, resolve_kernel, serial_glue, use_serial_glue
 
 BLOCK_SIZE_RANGE = (16, 128)
 
@@ -67,10 +68,10 @@ class _SparseAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, plan: AttentionPlan, scale: float, kernel: str, serial: bool, pad_heads: bool):
+    def forward(ctx, q, k, v, plan: AttentionPlan, scale: float, kernel: str, serial, pad_heads: bool):
         keep = any(ctx.needs_input_grad[:3])
         Dqk, Dv = q.shape[-1], v.shape[-1]
-        with serial_glue(serial and q.device.type == "cpu"):
+        with serial_glue(use_serial_glue(serial, q.device)):
             if pad_heads and Dqk != Dv:
                 D = max(Dqk, Dv)
                 q, k, v = _pad_last(q, D), _pad_last(k, D), _pad_last(v, D)
@@ -85,7 +86,7 @@ class _SparseAttention(torch.autograd.Function):
     def backward(ctx, dout):
         q, k, v, out, lse = ctx.saved_tensors
         Dqk, Dv = ctx.dims
-        with serial_glue(ctx.serial and q.device.type == "cpu"):
+        with serial_glue(use_serial_glue(ctx.serial, q.device)):
             dout = _pad_last(dout, out.shape[-1]).contiguous()
             dq, dk, dv = ctx.plan.backward(ctx.states, dout, q, k, v, out, lse, ctx.scale, ctx.kernel)
         ctx.states = None
@@ -103,7 +104,7 @@ class BlockSparseBackend(AttentionBackend):
         block_size: int = 64,
         structured: bool = True,
         kernel: str = "auto",
-        serial_glue: bool = True,
+        serial_glue: bool | str = "auto",
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -114,8 +115,8 @@ class BlockSparseBackend(AttentionBackend):
             raise ValueError(f"structured must be True or False, got {structured!r}")
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {list(KERNELS)}, got {kernel!r}")
-        if not isinstance(serial_glue, bool):
-            raise ValueError(f"serial_glue must be True or False, got {serial_glue!r}")
+        if serial_glue not in (True, False, "auto"):
+            raise ValueError(f"serial_glue must be True, False or 'auto', got {serial_glue!r}")
         self.block_size, self.structured, self.kernel, self.serial_glue = (
             block_size,
             structured,

@@ -33,7 +33,9 @@ backward must be finite wherever a row has an allowed key and may be anything fi
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -52,6 +54,46 @@ PARALLEL_MIN_FLOPS = 1 << 33
 _STATE = threading.local()
 
 
+#: a 2-thread add of 64K floats slower than this means the CPU is shared (idle machine: ~20 us)
+CONTENDED_PROBE_S = 3e-4
+#: seconds a contention probe stays valid
+PROBE_PERIOD_S = 2.0
+
+_PROBE = {"time": -math.inf, "threads": 0, "contended": False, "buffer": None}
+
+
+def cpu_contended() -> bool:
+    """True if multi-threaded operations currently wait for their threads (the CPU is shared).
+
+    Measured, not guessed: the best of three multi-threaded adds on 64K floats (above PyTorch's
+    grain size, so the add runs on every intra-op thread) takes ~20 us on an idle machine and
+    milliseconds when other processes hold the cores. Cached for :data:`PROBE_PERIOD_S`.
+    """
+    threads = torch.get_num_threads()
+    now = time.monotonic()
+    if threads == 1:
+        return False
+    if now - _PROBE["time"] < PROBE_PERIOD_S and _PROBE["threads"] == threads:
+        return _PROBE["contended"]
+    if _PROBE["buffer"] is None:
+        _PROBE["buffer"] = torch.zeros(1 << 16)
+    x = _PROBE["buffer"]
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        x.mul_(0.5)
+        best = min(best, time.perf_counter() - t0)
+    _PROBE.update(time=now, threads=threads, contended=best > CONTENDED_PROBE_S)
+    return _PROBE["contended"]
+
+
+def use_serial_glue(mode: bool | str, device: torch.device) -> bool:
+    """Resolve a backend's ``serial_glue`` option (True, False or ``"auto"``) for one call."""
+    if device.type != "cpu" or mode is False:
+        return False
+    return True if mode is True else cpu_contended()
+
+
 @contextmanager
 def serial_glue(enabled: bool = True) -> Iterator[None]:
     """Run the block-sparse glue (copies, layout changes, small tiles) on one thread.
@@ -61,6 +103,8 @@ def serial_glue(enabled: bool = True) -> Iterator[None]:
     2 threads on a loaded 2-core machine, 30 copies of 1.5 MB took 207 ms instead of 4 ms on one
     thread. Inside this context PyTorch uses one thread, except the tile calls of at least
     :data:`PARALLEL_MIN_FLOPS`, which get the caller's thread count back (see :func:`_tile_threads`).
+    On an idle machine all threads are better: the backends use this only when
+    :func:`cpu_contended` says so (option ``serial_glue="auto"``).
     """
     n = torch.get_num_threads()
     if not enabled or n == 1 or getattr(_STATE, "threads", None) is not None:
