@@ -5,8 +5,9 @@ For each setting, one training step (forward + backward) of a registry model is 
 * **saved activations**: the bytes autograd keeps for the backward pass, counted exactly with
   ``torch.autograd.graph.saved_tensors_hooks`` (distinct storages only). With recomputation, a block
   keeps only its input; everything inside is recomputed in the backward pass.
-* **peak RSS growth**: in a fresh subprocess, the process's peak resident memory during the step minus
-  the resident memory before it (what the machine actually had to provide; noisier).
+* **peak RSS growth**: in a fresh subprocess (glibc returning freed memory to the OS), the peak resident
+  memory during the step minus the resident memory before it, after a warm-up step
+  (``bench_common.measure_here``: what the machine actually had to provide; noisier).
 
 Example (the table in docs/training.md was made with it)::
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from zoo import registry  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_common import MALLOC_ENV, measure_here  # noqa: E402
 
 
 def build(model: str, layers: int, checkpoint_every: int, backend: str) -> torch.nn.Module:
@@ -59,12 +63,10 @@ def _child(args: argparse.Namespace, checkpoint_every: int) -> dict:
     x = torch.randint(0, 256, (args.batch, args.seq_len))
     model.loss(x).backward()  # warm-up: allocator, caches, gradient buffers
     model.zero_grad(set_to_none=False)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    model.loss(x).backward()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    growth = measure_here(lambda: model.loss(x).backward(), torch.device("cpu"))  # peak RSS above the start
     model.zero_grad(set_to_none=False)
     saved = saved_activation_bytes(model, x)
-    return {"checkpoint_every": checkpoint_every, "saved_mib": saved / 2**20, "peak_rss_growth_mib": (after - before) / 1024}
+    return {"checkpoint_every": checkpoint_every, "saved_mib": saved / 2**20, "peak_rss_growth_mib": growth}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for every in (0, 1):
         cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--child", str(every)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        env = {**os.environ, **MALLOC_ENV}  # freed memory goes back to the OS, so peak RSS is meaningful
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
         rows.append(json.loads(out))
     print(f"model={args.model} layers={args.layers} seq_len={args.seq_len} batch={args.batch} backend={args.backend}")
     print("| checkpoint_every | saved activations (MiB) | peak RSS growth in one step (MiB) |")

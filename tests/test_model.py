@@ -415,3 +415,12 @@ def test_num_parameters_loss_and_backend_switch():
     torch.testing.assert_close(model(idx), logits)
     with pytest.raises(ValueError, match="unknown attention backend"):
         model.set_attention_backend("nope")
+
+
+@pytest.mark.parametrize("value", [256, 300, -1])
+def test_out_of_range_bytes_fail_naming_the_value(value):
+    model = build("strided", n_layer=1)
+    idx = torch.zeros((2, 784), dtype=torch.long)
+    idx[1, 100] = value
+    with pytest.raises(ValueError, match=rf"value {value}, outside the vocabulary \[0, 255\]"):
+        model(idx)

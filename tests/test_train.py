@@ -277,6 +277,9 @@ def test_wandb_logger_offline(tmp_path, compose_config, monkeypatch):
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "logger=wandb must write an offline run in the run folder"
     assert any(runs[0].rglob("*.wandb")) and math.isfinite(metrics["test_bpd"])
+    # sample images (logger.sample_images, default 4) are logged at the end of training
+    images = list(runs[0].rglob("media/images/samples*.png"))
+    assert len(images) == cfg.logger.sample_images == 4, images
 
 
 def test_logger_none_does_not_import_wandb(tmp_path):

@@ -159,6 +159,10 @@ class InputEmbedding(nn.Module):
         B, T = idx.shape
         if T == 0:
             raise ValueError("idx must hold at least one position, got T=0")
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= self.vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"idx holds the value {bad}, outside the vocabulary [0, {self.vocab_size - 1}] (bytes)")
         tok = self.token(idx[:, :-1].long())  # (B, T-1, d): byte t-1 feeds position t
         start = self.start.view(1, 1, -1).expand(B, 1, -1)  # (B, 1, d)
         x = torch.cat([start, tok], dim=1)  # (B, T, d)

@@ -517,6 +517,8 @@ class Trainer:
         if self.run_dir is not None and self.env.is_main:
             self.write_metrics(metrics)
         self.logger.log_summary({k: v for k, v in metrics.items() if k != "history"})
+        if self.env.is_main:
+            self.logger.log_samples(self.model, list(self.data.data_shape), self.step)
         return metrics
 
     def _log_train(self, out: Mapping[str, float]) -> None:
