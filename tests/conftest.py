@@ -42,3 +42,33 @@ def configs_dir() -> Path:
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture
+def data_yaml_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], dict]:
+    """``configs/data/<name>.yaml`` checked against its builder, returned as the builder's options.
+
+    Every key must be an option of the registered builder with the builder's default as value (``root``
+    resolves under ``$ZOO_DATA_ROOT``, pointed at ``tmp_path``), and the YAML must list every option.
+    """
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from zoo.data.base import _DATASETS
+
+    def load(name: str) -> dict:
+        cfg = OmegaConf.load(Path(__file__).parents[1] / "configs" / "data" / f"{name}.yaml")
+        monkeypatch.setenv("ZOO_DATA_ROOT", str(tmp_path))
+        options = OmegaConf.to_container(cfg, resolve=True)
+        assert options.pop("name") == name and options["root"] == str(tmp_path / name)
+        params = inspect.signature(_DATASETS[name]).parameters
+        for key, value in options.items():
+            assert key in params, key
+            default = params[key].default
+            if key != "root":
+                assert value == (list(default) if isinstance(default, tuple) else default), key
+        assert set(params) - set(options) == {"unknown"}  # the YAML lists every option
+        return options
+
+    return load

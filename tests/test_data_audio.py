@@ -302,25 +302,9 @@ def test_errors(tmp_path: Path) -> None:
         build_data("audio", root=str(tmp_path), seq_len=1000)
 
 
-def test_yaml_config_matches_builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_yaml_config_matches_builder(tmp_path: Path, data_yaml_options) -> None:
     """configs/data/audio.yaml: every key is an option whose value is the builder's default; it builds."""
-    import inspect
-
-    from omegaconf import OmegaConf
-
-    from zoo.data.base import _DATASETS
-
-    cfg = OmegaConf.load(Path(__file__).parents[1] / "configs" / "data" / "audio.yaml")
-    monkeypatch.setenv("ZOO_DATA_ROOT", str(tmp_path))
-    options = OmegaConf.to_container(cfg, resolve=True)
-    assert options.pop("name") == "audio" and options["root"] == str(tmp_path / "audio")
-    params = inspect.signature(_DATASETS["audio"]).parameters
-    for key, value in options.items():
-        assert key in params, key
-        default = params[key].default
-        if key != "root":
-            assert value == (list(default) if isinstance(default, tuple) else default), key
-    assert set(params) - set(options) == {"unknown"}  # the YAML lists every option
+    options = data_yaml_options("audio")
     write_folder(tmp_path / "audio", n_files=3, seconds=6.0)
     b = build_data(**{**options, "name": "audio"})
     assert b.seq_len == 65536 and (len(b.train), len(b.val), len(b.test)) == (1, 1, 1)

@@ -219,25 +219,9 @@ def test_bad_options(tmp_path: Path) -> None:
         build_data("cifar10", root=str(tmp_path), download=False, seq_len=3072)
 
 
-def test_yaml_config_matches_builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_yaml_config_matches_builder(tmp_path: Path, data_yaml_options) -> None:
     """configs/data/cifar10.yaml: every key is an option whose value is the builder's default; it builds."""
-    import inspect
-
-    from omegaconf import OmegaConf
-
-    from zoo.data.base import _DATASETS
-
-    cfg = OmegaConf.load(Path(__file__).parents[1] / "configs" / "data" / "cifar10.yaml")
-    monkeypatch.setenv("ZOO_DATA_ROOT", str(tmp_path))
-    options = OmegaConf.to_container(cfg, resolve=True)
-    assert options.pop("name") == "cifar10" and options["root"] == str(tmp_path / "cifar10")
-    params = inspect.signature(_DATASETS["cifar10"]).parameters
-    for key, value in options.items():
-        assert key in params, key
-        default = params[key].default
-        if key != "root":
-            assert value == (list(default) if isinstance(default, tuple) else default), key
-    assert set(params) - set(options) == {"unknown"}  # the YAML lists every option
+    options = data_yaml_options("cifar10")
     write_cifar(tmp_path / "cifar10")
     b = build_data(**{**options, "name": "cifar10", "download": False, "val_size": 4})
     assert b.data_shape == [32, 32, 3] and len(b.train) == 26

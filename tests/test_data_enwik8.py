@@ -192,25 +192,9 @@ def test_bad_options(tmp_path: Path) -> None:
         build_data("enwik8", root=str(tmp_path), order="planes")
 
 
-def test_yaml_config_matches_builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_yaml_config_matches_builder(tmp_path: Path, data_yaml_options) -> None:
     """configs/data/enwik8.yaml: every key is an option whose value is the builder's default; it builds."""
-    import inspect
-
-    from omegaconf import OmegaConf
-
-    from zoo.data.base import _DATASETS
-
-    cfg = OmegaConf.load(Path(__file__).parents[1] / "configs" / "data" / "enwik8.yaml")
-    monkeypatch.setenv("ZOO_DATA_ROOT", str(tmp_path))
-    options = OmegaConf.to_container(cfg, resolve=True)
-    assert options.pop("name") == "enwik8" and options["root"] == str(tmp_path / "enwik8")
-    params = inspect.signature(_DATASETS["enwik8"]).parameters
-    for key, value in options.items():
-        assert key in params, key
-        default = params[key].default
-        if key != "root":
-            assert value == (list(default) if isinstance(default, tuple) else default), key
-    assert set(params) - set(options) == {"unknown"}  # the YAML lists every option
+    options = data_yaml_options("enwik8")
     write_enwik8(tmp_path / "enwik8", n=400_000)
     b = build_data(**{**options, "name": "enwik8"})
     assert b.seq_len == 12288 and b.info["split_bytes"] == {"train": 360_000, "val": 20_000, "test": 20_000}

@@ -190,25 +190,9 @@ def test_bad_options(tmp_path: Path) -> None:
         build_data("imagenet64", root=str(tmp_path), download=True)
 
 
-def test_yaml_config_matches_builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_yaml_config_matches_builder(tmp_path: Path, data_yaml_options) -> None:
     """configs/data/imagenet64.yaml: every key is an option whose value is the builder's default; it builds."""
-    import inspect
-
-    from omegaconf import OmegaConf
-
-    from zoo.data.base import _DATASETS
-
-    cfg = OmegaConf.load(Path(__file__).parents[1] / "configs" / "data" / "imagenet64.yaml")
-    monkeypatch.setenv("ZOO_DATA_ROOT", str(tmp_path))
-    options = OmegaConf.to_container(cfg, resolve=True)
-    assert options.pop("name") == "imagenet64" and options["root"] == str(tmp_path / "imagenet64")
-    params = inspect.signature(_DATASETS["imagenet64"]).parameters
-    for key, value in options.items():
-        assert key in params, key
-        default = params[key].default
-        if key != "root":
-            assert value == (list(default) if isinstance(default, tuple) else default), key
-    assert set(params) - set(options) == {"unknown"}  # the YAML lists every option
+    options = data_yaml_options("imagenet64")
     write_imagenet(tmp_path / "imagenet64")
     b = build_data(**{**options, "name": "imagenet64", "val_size": 2})
     assert b.data_shape == [64, 64, 3] and len(b.train) == 10
