@@ -19,9 +19,9 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -60,8 +60,8 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` via a temporary file in the same folder, fsync and ``os.replace``.
+def _write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Run ``write(fh)`` on a temporary file in ``path``'s folder, fsync, then ``os.replace`` onto ``path``.
 
     On any failure the temporary file is removed and whatever was at ``path`` before is untouched.
     """
@@ -70,7 +70,7 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -82,22 +82,22 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
+def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` via a temporary file in the same folder, fsync and ``os.replace``.
+
+    On any failure the temporary file is removed and whatever was at ``path`` before is untouched.
+    """
+    return _write_atomic(path, lambda fh: torch.save(obj, fh))
+
+
 def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Copy ``src`` onto ``dst`` atomically (temporary file, fsync, rename), e.g. a step file to ``best.pt``."""
-    dst = Path(dst)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, 2**24)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(dst.parent)
-    return dst
+
+    def copy(fh: BinaryIO) -> None:
+        with open(src, "rb") as inp:
+            shutil.copyfileobj(inp, fh, 2**24)
+
+    return _write_atomic(dst, copy)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
