@@ -50,7 +50,7 @@ from zoo.train import Trainer, TrainerConfig
 SPLITS = ("train", "val", "test")
 KEYS = ("checkpoint", "split", "examples", "batch_size", "device", "precision", "data", "model", "output")
 # ModelConfig fields that select how the same weights are computed; anything else would change the model.
-MODEL_OVERRIDABLE = ("attention_backend", "checkpoint_every")
+MODEL_OVERRIDABLE = ("attention_backend", "attention_backend_options", "checkpoint_every")
 # Trainer options that matter to evaluation; the others of the stored trainer config are ignored.
 # (not `threads`: the machine that evaluates is not necessarily the one that trained)
 TRAINER_KEYS = ("batch_size", "eval_batch_size", "num_workers", "precision")

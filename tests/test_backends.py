@@ -99,9 +99,76 @@ def check_against_dense(backend, comp, n, dtype=torch.float32, atol=2e-5, rtol=1
 # --------------------------------------------------------------------------- blocksparse: every pattern
 @pytest.mark.parametrize("case_id,cfg", CASES, ids=[c[0] for c in CASES])
 @pytest.mark.parametrize("n", [97, 200])  # a prime, and a ragged last block for 16/32/64-blocks
-def test_blocksparse_matches_dense(case_id, cfg, n):
+@pytest.mark.parametrize("save_probs", [True, False], ids=["probs", "recompute"])
+def test_blocksparse_matches_dense(case_id, cfg, n, save_probs):
+    """Both backward strategies: kept tile softmax (bands, subsequences) and recomputation (all)."""
     comp = build(cfg)
-    check_against_dense(BlockSparseBackend(block_size=32), comp, n)
+    check_against_dense(BlockSparseBackend(block_size=32, save_probs=save_probs), comp, n)
+
+
+def test_save_probs_policy_picks_pieces_by_size(monkeypatch):
+    """``auto`` keeps the softmax of small bands and subsequences only; True/False force it."""
+    from attention_patterns.backends import tile_kernel as tk
+
+    comp = build({"name": "strided", "stride": 16, "mode": "merged"})
+    cpu = torch.device("cpu")
+    plan = BlockSparseBackend().plan(comp, 200, 0, HEADS, cpu, torch.float32, unequal_dims=True)
+    assert plan.all_probs and all(p.probs for p in plan.pieces)
+    assert not any(p.alone for p in plan.pieces)  # band + residues merged: two pieces per head
+    plan = BlockSparseBackend().plan(comp, 200, 0, HEADS, cpu, torch.float32)  # equal head dims
+    assert not any(p.probs for p in plan.pieces)
+    split = BlockSparseBackend(save_probs=True).plan(
+        build({"name": "strided", "stride": 16, "mode": "split"}), 200, 0, HEADS, cpu, torch.float32
+    )
+    assert all(p.alone for p in split.pieces) and split.all_probs
+    plan = BlockSparseBackend(save_probs=False).plan(comp, 200, 0, HEADS, torch.device("cpu"), torch.float32)
+    assert not any(p.probs for p in plan.pieces)
+    fixed = build({"name": "fixed", "stride": 16, "c": 4, "mode": "merged"})
+    plan = BlockSparseBackend(save_probs=True).plan(fixed, 200, 0, HEADS, torch.device("cpu"), torch.float32)
+    assert [p.probs for p in plan.pieces] == [True, False]  # chunks keep P; summary columns cannot
+    assert not plan.all_probs
+    monkeypatch.setattr(tk, "PROBS_MAX_ELEMENTS", 100)
+    monkeypatch.setattr("attention_patterns.backends.blocksparse.PROBS_MAX_ELEMENTS", 100)
+    plan = BlockSparseBackend().plan(comp, 200, 0, HEADS, cpu, torch.float32, unequal_dims=True)
+    assert not any(p.probs for p in plan.pieces)  # too large for "auto": recomputed
+    with pytest.raises(ValueError, match="save_probs must be True, False or 'auto', got 'yes'"):
+        BlockSparseBackend(save_probs="yes")
+
+
+@pytest.mark.parametrize("merged", [False, True])
+def test_probs_kernel_matches_math_kernel_with_empty_rows(merged):
+    """``probs_forward``/``probs_backward`` equal the recomputing matmul kernel, alone and as one of two
+    merged pieces, with rows that have no key (zero output and gradient, never NaN)."""
+    from attention_patterns.backends import tile_kernel as tk
+
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(2, 3, 10, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    v = torch.randn(2, 3, 10, 12, generator=g, dtype=torch.float64)
+    allowed = torch.rand(10, 10, generator=g) < 0.5
+    allowed[[0, 4]] = False  # two rows with no key in this tile
+    mask = torch.zeros(10, 10, dtype=torch.float64).masked_fill(~allowed, float("-inf"))
+    out, lse, p = tk.probs_forward(q, k, v, scale=0.3, mask=mask)
+    ref_out, ref_lse = tk.tile_forward(q, k, v, scale=0.3, mask=mask, kernel="math")
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(lse, ref_lse)
+    assert torch.all(out[:, :, [0, 4]] == 0) and torch.all(torch.isinf(lse[:, :, [0, 4]]))
+    dout = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    if merged:  # a second, disjoint piece: the diagonal, which every row has
+        eye = torch.zeros(10, 10, dtype=torch.float64).masked_fill(~torch.eye(10, dtype=torch.bool), float("-inf"))
+        o2, l2 = tk.tile_forward(q, k, v, scale=0.3, mask=eye, kernel="math")
+        from attention_patterns.backends.pieces import merge_results
+
+        m_out, m_lse = merge_results([(out, lse), (o2, l2)], torch.float64)
+        got = tk.probs_backward(p, dout, q, k, v, scale=0.3, merged=(m_out, m_lse, lse))
+        want = tk.tile_backward(dout, q, k, v, m_out, m_lse, scale=0.3, mask=mask, kernel="math")
+    else:
+        got = tk.probs_backward(p, dout, q, k, v, scale=0.3)
+        want = tk.tile_backward(dout, q, k, v, out, lse.masked_fill(torch.isinf(lse), 0), scale=0.3, mask=mask,
+                                kernel="math")  # fmt: skip
+    for a, b in zip(got, want):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b)
+    assert torch.all(got[0][:, :, [0, 4]] == 0)
 
 
 @pytest.mark.parametrize("case_id,cfg", CASES, ids=[c[0] for c in CASES])
@@ -131,11 +198,13 @@ def test_blocksparse_math_kernel_matches_dense(case_id, cfg, structured):
 
 
 @pytest.mark.parametrize("case_id,cfg", CASES, ids=[c[0] for c in CASES])
-def test_blocksparse_bfloat16(case_id, cfg):
+@pytest.mark.parametrize("save_probs", [True, False], ids=["probs", "recompute"])
+def test_blocksparse_bfloat16(case_id, cfg, save_probs):
     comp = build(cfg)
     check_against_dense(
-        BlockSparseBackend(), comp, 113, dtype=torch.bfloat16, atol=3e-2, rtol=3e-2, grad_atol=6e-2
-    )
+        BlockSparseBackend(save_probs=save_probs), comp, 113, dtype=torch.bfloat16, atol=3e-2, rtol=3e-2,
+        grad_atol=6e-2,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -146,9 +215,21 @@ def test_blocksparse_bfloat16(case_id, cfg):
         {"name": "strided", "stride": 64, "mode": "merged"},
     ],
 )
-def test_blocksparse_n3072(cfg):
+@pytest.mark.parametrize("save_probs", [True, False], ids=["probs", "recompute"])
+def test_blocksparse_n3072(cfg, save_probs):
     """The CIFAR-10 length (paper §7.2) with the benchmark's strides."""
-    check_against_dense(BlockSparseBackend(), build(cfg, heads=2), 3072, H=2, D=8, atol=5e-5)
+    be = BlockSparseBackend(save_probs=save_probs)
+    check_against_dense(be, build(cfg, heads=2), 3072, H=2, D=8, atol=5e-5)
+
+
+def test_blocksparse_half_qk_model_shape():
+    """The CIFAR-10 model's attention: n = 3072, stride 96, 2 heads, q/k head dim half the value's (§6).
+    The kept-softmax path needs no padding of q and k (and the recomputing path pads them)."""
+    comp = build({"name": "strided", "stride": 96, "mode": "split"}, heads=2)
+    be = BlockSparseBackend()
+    check_against_dense(be, comp, 3072, H=2, D=8, Dv=16, atol=5e-5)
+    assert be.plan(comp, 3072, 0, 2, torch.device("cpu"), torch.float32, unequal_dims=True).all_probs
+    check_against_dense(BlockSparseBackend(save_probs=False), comp, 3072, H=2, D=8, Dv=16, atol=5e-5)
 
 
 def test_blocksparse_batch_and_head_dims():
@@ -239,6 +320,16 @@ def test_causality(backend, cfg):
     """Output at t does not depend on any position > t: those gradients are exactly zero."""
     comp = build(cfg)
     be = create_backend(backend)
+    _check_causal(be, comp, backend)
+
+
+@pytest.mark.parametrize("cfg", [{"name": "strided", "stride": 16, "mode": "merged"}, {"name": "local", "window": 24}])
+def test_causality_blocksparse_kept_softmax(cfg):
+    """The same for the blocksparse backward that keeps the softmax instead of recomputing it."""
+    _check_causal(BlockSparseBackend(save_probs=True), build(cfg), "blocksparse")
+
+
+def _check_causal(be, comp, backend):
     device = "cuda" if backend == "flex" else "cpu"
     n = 150
     for t in (0, 37, n - 40):

@@ -226,3 +226,16 @@ def test_unknown_keys_fail_naming_the_key(compose_config):
     cfg = compose_config("train", ["model.attention.name=strided_x", *TINY])
     with pytest.raises(ValueError, match="strided_x"):
         build_from_config(cfg)
+
+
+def test_backend_and_its_options_come_from_the_config(compose_config):
+    """``model.attention_backend`` and ``model.attention_backend_options`` reach the backend; a bad
+    option fails loudly with the backend's message."""
+    over = [*TINY, "model.attention_backend=blocksparse", "+model.attention_backend_options.save_probs=false"]
+    model, _ = build_from_config(compose_config("train", over))
+    assert model.backend.name == "blocksparse" and model.backend.save_probs is False
+    assert model.config.attention_backend_options == {"save_probs": False}
+    forward_ok(compose_config("train", over))
+    bad = [*TINY, "model.attention_backend=blocksparse", "+model.attention_backend_options.save_probs=maybe"]
+    with pytest.raises(ValueError, match="save_probs must be True, False or 'auto', got 'maybe'"):
+        build_from_config(compose_config("train", bad))

@@ -221,8 +221,20 @@ def test_quick_gelu_and_feedforward():
     x = torch.linspace(-4, 4, 101)
     assert torch.allclose(quick_gelu(x), x * torch.sigmoid(1.702 * x))
     assert torch.allclose(quick_gelu(x), torch.nn.functional.gelu(x), atol=0.03)  # an approximation of GELU
-    ffn = FeedForward(8, 16)
-    assert ffn(torch.randn(2, 3, 8)).shape == (2, 3, 8)
+    ffn = FeedForward(8, 16).double()
+    for p_ in ffn.parameters():  # non-zero biases too
+        torch.nn.init.normal_(p_)
+    x = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
+    out = ffn(x)
+    assert out.shape == (2, 3, 8)
+    h = ffn.fc1(x)
+    ref = ffn.fc2(h * torch.sigmoid(1.702 * h))  # W_2 f(W_1 x + b_1) + b_2 (§5.2), plain autograd
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(out)
+    params = (x, *ffn.parameters())
+    for a, b in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(ref, params, g)):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(quick_gelu, (x.detach()[0, :2].clone().requires_grad_(),))
 
 
 # ---------------------------------------------------------------------------------- attention plumbing

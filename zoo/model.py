@@ -38,6 +38,7 @@ from attention_patterns import AttentionPattern
 from attention_patterns.backends import AttentionBackend, create_backend
 
 from .attention import CausalSelfAttention
+from .dropout import ResidualDropout
 from .embeddings import EMBEDDINGS, InputEmbedding, build_position_embedding
 from .layers import FeedForward
 
@@ -57,6 +58,8 @@ class ModelConfig:
         default_factory=lambda: {"name": "strided", "stride": 28, "mode": "split"}
     )
     attention_backend: str = "dense"  # attention_patterns.backends name: how attention is computed
+    # options of that backend, e.g. {save_probs: false} or {block_size: 32} for blocksparse
+    attention_backend_options: dict[str, Any] = field(default_factory=dict)
     embedding: str = "data"  # data | attention | absolute (§5.3)
     data_shape: list[int] = field(default_factory=lambda: [28, 28])  # one example's shape in byte order
     half_ffn: bool = False  # feed-forward width 2d instead of 4d (§6)
@@ -102,6 +105,10 @@ class ModelConfig:
         ce = self.checkpoint_every
         if isinstance(ce, bool) or not isinstance(ce, int) or ce < 0:
             raise ValueError(f"checkpoint_every must be an integer >= 0 (0 = off), got {ce!r}")
+        if not isinstance(self.attention_backend_options, Mapping):
+            raise ValueError(
+                f"attention_backend_options must be a dict of backend options, got {self.attention_backend_options!r}"
+            )
         if not isinstance(self.attention, Mapping) or "name" not in self.attention:
             raise ValueError(f"attention must be a dict with a 'name' key, got {self.attention!r}")
 
@@ -144,11 +151,12 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(d, config.n_head, config.qk_dim, layer, component, backend)
         self.ln_2 = nn.LayerNorm(d)
         self.ffn = FeedForward(d, config.ffn_hidden)
-        self.dropout = nn.Dropout(config.dropout)  # end of each residual branch only (§5.4)
+        # x + dropout(branch): dropout at the end of each residual branch only (§5.4), fused with the add
+        self.dropout = ResidualDropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:  # x: (B, T, d)
-        x = x + self.dropout(self.attn(self.ln_1(x)))  # (B, T, d)
-        x = x + self.dropout(self.ffn(self.ln_2(x)))  # (B, T, d)
+        x = self.dropout(x, self.attn(self.ln_1(x)))  # x + dropout(attn(norm(x))), (B, T, d)
+        x = self.dropout(x, self.ffn(self.ln_2(x)))  # x + dropout(ff(norm(x))), (B, T, d)
         return x
 
 
@@ -160,7 +168,8 @@ class SparseTransformer(nn.Module):
         config.validate()
         self.config = config
         self.component = build_component(config)  # which positions: shared by every block
-        self.backend = create_backend(config.attention_backend)  # how: shared by every block
+        # how: shared by every block
+        self.backend = create_backend(config.attention_backend, **dict(config.attention_backend_options))
         position = build_position_embedding(
             config.embedding, config.seq_len, config.n_embd, config.data_shape, self.component.config
         )
@@ -234,5 +243,6 @@ class SparseTransformer(nn.Module):
         backend = create_backend(name, **options)
         self.backend = backend
         self.config.attention_backend = name
+        self.config.attention_backend_options = dict(options)
         for block in self.blocks:
             block.attn.backend = backend

@@ -17,8 +17,15 @@ non-zero blocks of the attention matrix. This backend does the same with PyTorch
 
 On CPU the tiles run through PyTorch's fused flash-attention kernels; elsewhere through a
 matmul/softmax fallback. Rows with no allowed key give zero output and zero gradient.
-Options: ``block_size`` (16-128, the generic gather's block), ``structured`` (False forces the
-generic gather for every pattern), ``kernel`` (``auto``, ``flash``, ``math``) and ``serial_glue``
+Small bands and subsequences keep their softmax for the backward pass instead of recomputing it
+(:func:`.tile_kernel.probs_forward`: a few batched matmuls and one fused softmax backward, no kernel
+call overhead, no padding of half-size queries and keys; memory ``O(n w)`` per head, like the
+activations around it). Options: ``block_size`` (16-128, the generic gather's block), ``structured``
+(False forces the generic gather for every pattern), ``kernel`` (``auto``, ``flash``, ``math``),
+``save_probs`` (``"auto"``, default: keep the softmax when queries/keys and values have different
+head dims, e.g. the paper's half-size QK (§6), and the piece's tiles hold at most
+:data:`.tile_kernel.PROBS_MAX_ELEMENTS` elements per head; True: for every piece that can; False:
+never) and ``serial_glue``
 (``"auto"``, default: when the CPU is shared with other processes, the many short operations of a
 plan run on one thread and only large tile calls use all threads; True/False force it, see
 :func:`.tile_kernel.serial_glue` and :func:`.tile_kernel.cpu_contended`).
@@ -40,7 +47,7 @@ from .base import AttentionBackend, check_qkv
 from .gather import GatherPiece
 from .plan import AttentionPlan, HeadGroup
 from .structured import head_groups, structured_pieces
-from .tile_kernel import KERNELS, resolve_kernel, serial_glue, use_serial_glue
+from .tile_kernel import KERNELS, PROBS_MAX_ELEMENTS, resolve_kernel, serial_glue, use_serial_glue
 
 BLOCK_SIZE_RANGE = (16, 128)
 
@@ -87,7 +94,9 @@ class _SparseAttention(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         Dqk, Dv = ctx.dims
         with serial_glue(use_serial_glue(ctx.serial, q.device)):
-            dout = _pad_last(dout, out.shape[-1]).contiguous()
+            dout = _pad_last(dout, out.shape[-1])
+            if not ctx.plan.all_probs:  # the fused kernels want dense rows
+                dout = dout.contiguous()
             dq, dk, dv = ctx.plan.backward(ctx.states, dout, q, k, v, out, lse, ctx.scale, ctx.kernel)
         ctx.states = None
         return dq[..., :Dqk], dk[..., :Dqk], dv[..., :Dv], None, None, None, None, None
@@ -105,6 +114,7 @@ class BlockSparseBackend(AttentionBackend):
         structured: bool = True,
         kernel: str = "auto",
         serial_glue: bool | str = "auto",
+        save_probs: bool | str = "auto",
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -117,6 +127,9 @@ class BlockSparseBackend(AttentionBackend):
             raise ValueError(f"kernel must be one of {list(KERNELS)}, got {kernel!r}")
         if serial_glue not in (True, False, "auto"):
             raise ValueError(f"serial_glue must be True, False or 'auto', got {serial_glue!r}")
+        if save_probs not in (True, False, "auto"):
+            raise ValueError(f"save_probs must be True, False or 'auto', got {save_probs!r}")
+        self.save_probs = save_probs
         self.block_size, self.structured, self.kernel, self.serial_glue = (
             block_size,
             structured,
@@ -130,7 +143,10 @@ class BlockSparseBackend(AttentionBackend):
         return device_usable(device)
 
     def __repr__(self) -> str:
-        return f"BlockSparseBackend(block_size={self.block_size}, structured={self.structured}, kernel={self.kernel!r})"
+        return (
+            f"BlockSparseBackend(block_size={self.block_size}, structured={self.structured}, "
+            f"kernel={self.kernel!r}, save_probs={self.save_probs!r})"
+        )
 
     def plan(
         self,
@@ -140,15 +156,29 @@ class BlockSparseBackend(AttentionBackend):
         num_heads: int,
         device: torch.device,
         dtype: torch.dtype,
+        unequal_dims: bool = False,
     ) -> AttentionPlan:
-        """The cached plan for these arguments (built on first use)."""
+        """The cached plan for these arguments (built on first use); ``unequal_dims``: q/k and v head
+        dims differ (half QK), which is when ``save_probs="auto"`` keeps small softmaxes."""
         per_comp = self._plans.setdefault(component, {})
-        key = (n, layer % component.num_layers_period, num_heads, str(device), dtype)
+        key = (n, layer % component.num_layers_period, num_heads, str(device), dtype, unequal_dims)
         if key not in per_comp:
-            per_comp[key] = self._build_plan(component, n, layer, num_heads, torch.device(device), dtype)
+            per_comp[key] = self._build_plan(
+                component, n, layer, num_heads, torch.device(device), dtype, unequal_dims
+            )
         return per_comp[key]
 
-    def _build_plan(self, component, n, layer, num_heads, device, dtype) -> AttentionPlan:
+    def _keeps_probs(self, elements: int | None, unequal_dims: bool) -> bool:
+        """Whether a piece keeps its softmax (``save_probs``; see the module docstring)."""
+        if elements is None or self.save_probs is False:
+            return False
+        if self.save_probs is True:
+            return True
+        # auto: measured on CPU, keeping P is 1.1-1.7x faster when the fused kernel would need q and k
+        # zero-padded to the value head dim, and 0.8-1.0x (slower) with equal head dims
+        return unequal_dims and elements <= PROBS_MAX_ELEMENTS
+
+    def _build_plan(self, component, n, layer, num_heads, device, dtype, unequal_dims=False) -> AttentionPlan:
         component.validate_length(n)
         if self.structured:
             groups = []
@@ -156,6 +186,8 @@ class BlockSparseBackend(AttentionBackend):
                 pieces = structured_pieces(parts, n, device, dtype)
                 if pieces is None:
                     break
+                for piece in pieces:
+                    piece.probs = self._keeps_probs(piece.probs_elements(), unequal_dims)
                 groups.append(HeadGroup(heads, pieces, num_heads, device))
             else:
                 return AttentionPlan(groups, num_heads, structured=True)
@@ -167,7 +199,8 @@ class BlockSparseBackend(AttentionBackend):
         B, H, T, Dqk = q.shape
         Dv = v.shape[-1]
         scale = Dqk**-0.5 if scale is None else float(scale)
-        pad = Dqk != Dv and self.kernel != "math" and q.device.type == "cpu"
-        kernel = resolve_kernel(self.kernel, q, q if pad else v)
-        plan = self.plan(component, T, layer, H, q.device, q.dtype)
+        plan = self.plan(component, T, layer, H, q.device, q.dtype, unequal_dims=Dqk != Dv)
+        # the fused CPU kernel needs equal q/v head dims; pieces that keep their softmax do not
+        pad = Dqk != Dv and self.kernel != "math" and q.device.type == "cpu" and not plan.all_probs
+        kernel = resolve_kernel(self.kernel, q, q if pad or plan.all_probs else v)
         return _SparseAttention.apply(q, k, v, plan, scale, kernel, self.serial_glue, pad)  # (B, H, T, Dv)

@@ -23,6 +23,11 @@ any ``T``: zero padding at the end is in the future of every real query, so caus
 have no key in the piece and ``state`` what the backward pass reuses (``None`` unless ``keep``).
 Outputs and gradients are written straight into destination views when given (``out=``, ``lse=``,
 ``grads=``; gradients are added with ``accumulate=True``), which spares a copy per tensor.
+
+Bands and causal subsequences can keep their softmax for the backward pass instead of recomputing
+it (``probs = True``, set by the plan when :meth:`Piece.probs_elements` is small; see
+:func:`.tile_kernel.probs_forward`); ``alone = True`` tells a piece that it is its heads' only piece,
+so that its softmax is already the merged one.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .tile_kernel import acc_dtype, tile_backward, tile_forward
+from .tile_kernel import acc_dtype, probs_backward, probs_forward, tile_backward, tile_forward
 
 Grads = tuple[Tensor, Tensor, Tensor]
 Dsts = tuple[Tensor | None, Tensor | None, Tensor | None]
@@ -116,6 +121,15 @@ def merge_results(results: list[tuple[Tensor, Tensor]], dtype: torch.dtype) -> t
 class Piece:
     """Interface of a piece (see the module docstring)."""
 
+    #: keep the tile softmax for the backward pass (set by the plan; only pieces that implement it)
+    probs: bool = False
+    #: the piece is the only one of its head group (set by the plan)
+    alone: bool = False
+
+    def probs_elements(self) -> int | None:
+        """Elements of the softmax :attr:`probs` would keep per (batch, head), or None if unsupported."""
+        return None
+
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, scale: float, kernel: str, keep: bool,
         out: Tensor | None = None, lse: Tensor | None = None,
@@ -181,6 +195,10 @@ class CausalPiece(Piece):
         """Time offset of the query rows of a strict piece (its first row of each subsequence is empty)."""
         return self.length if self.layout == "residue" else 1
 
+    def probs_elements(self) -> int:
+        groups, length = self._grid
+        return groups * length * length
+
     def forward(self, q, k, v, scale, kernel, keep, out=None, lse=None):
         Hg = q.shape[1]
         ql, kl, vl = self.to_layout(q), self.to_layout(k), self.to_layout(v)  # (B, G, L, D)
@@ -189,8 +207,12 @@ class CausalPiece(Piece):
             offset = self._offset()
         else:
             ql_, kl_, vl_, offset = ql, kl, vl, 0
+        p = l_ = None
         if ql_.shape[2] > 0:
-            y, l_ = tile_forward(ql_, kl_, vl_, scale=scale, causal=True, kernel=kernel)
+            if self.probs:
+                y, l_, p = probs_forward(ql_, kl_, vl_, scale=scale, causal=True)
+            else:
+                y, l_ = tile_forward(ql_, kl_, vl_, scale=scale, causal=True, kernel=kernel)
             out = emit(self.to_time(y, Hg), self.n, out, offset=offset)
             lse = emit(self.to_time(l_, Hg), self.n, lse, offset=offset, fill=float("-inf"))
         else:
@@ -198,25 +220,32 @@ class CausalPiece(Piece):
             lse = _filled(
                 lse, (q.shape[0], Hg, self.n), torch.empty((), dtype=acc_dtype(q.dtype)), float("-inf")
             )
-        state = (ql, kl, vl) if keep and self.layout == "residue" else None
-        return out, lse, state
+        if not keep:
+            return out, lse, None
+        layouts = (ql, kl, vl) if self.layout == "residue" else None
+        return out, lse, (layouts, p, None if self.alone else l_)
 
     def backward(
         self, state, dout, q, k, v, out, lse, scale, kernel, grads=(None, None, None), accumulate=False
     ):
         Hg = q.shape[1]
-        ql, kl, vl = state if state is not None else (self.to_layout(q), self.to_layout(k), self.to_layout(v))
+        layouts, p, l_tile = state if state is not None else (None, None, None)
+        ql, kl, vl = layouts if layouts is not None else (self.to_layout(x) for x in (q, k, v))
         dol, ol, ll = self.to_layout(dout), self.to_layout(out), self.to_layout(lse)
         n = self.n
-        if not self.strict:
+        if self.strict:
+            if ql.shape[2] < 2:
+                return tuple(_zeros_or(d, x, accumulate) for d, x in zip(grads, (q, k, v)))
+            dol, ql, kl, vl, ol, ll = (
+                dol[:, :, 1:], ql[:, :, 1:], kl[:, :, :-1], vl[:, :, :-1], ol[:, :, 1:], ll[:, :, 1:]
+            )  # fmt: skip
+        if p is not None:
+            merged = None if l_tile is None else (ol, ll, l_tile)
+            gq, gk, gv = probs_backward(p, dol, ql, kl, vl, scale=scale, merged=merged)
+        else:
             gq, gk, gv = tile_backward(dol, ql, kl, vl, ol, ll, scale=scale, causal=True, kernel=kernel)
+        if not self.strict:
             return tuple(emit(self.to_time(g, Hg), n, d, accumulate) for g, d in zip((gq, gk, gv), grads))
-        if ql.shape[2] < 2:
-            return tuple(_zeros_or(d, x, accumulate) for d, x in zip(grads, (q, k, v)))
-        gq, gk, gv = tile_backward(
-            dol[:, :, 1:], ql[:, :, 1:], kl[:, :, :-1], vl[:, :, :-1], ol[:, :, 1:], ll[:, :, 1:],
-            scale=scale, causal=True, kernel=kernel,
-        )  # fmt: skip
         dq = emit(self.to_time(gq, Hg), n, grads[0], accumulate, offset=self._offset())
         dk = emit(self.to_time(gk, Hg), n, grads[1], accumulate)
         dv = emit(self.to_time(gv, Hg), n, grads[2], accumulate)
@@ -261,7 +290,23 @@ class BandPiece(Piece):
         self.mask_first = additive_mask((d >= 0) & (d < width), dtype).view(1, f, b, f * b)
 
     def __repr__(self) -> str:
-        return f"BandPiece(w={self.width}, b={self.b}, K={self.K})"
+        return f"BandPiece(w={self.width}, b={self.b}, K={self.K}, probs={self.probs})"
+
+    def probs_elements(self) -> int:
+        return self.t_pad * (self.K + 1) * self.b
+
+    def _tile_forward(self, q, k, v, scale, mask, kernel):
+        """``(out, lse, P or None)`` of one band call."""
+        if self.probs:
+            return probs_forward(q, k, v, scale=scale, mask=mask)
+        return (*tile_forward(q, k, v, scale=scale, mask=mask, kernel=kernel), None)
+
+    def _tile_backward(self, saved, dout, q, k, v, out, lse, scale, mask, kernel):
+        p, l_tile = saved
+        if p is None:
+            return tile_backward(dout, q, k, v, out, lse, scale=scale, mask=mask, kernel=kernel)
+        merged = None if self.alone else (out, lse, l_tile)
+        return probs_backward(p, dout, q, k, v, scale=scale, merged=merged)
 
     def _flat(self, x: Tensor) -> Tensor:  # (B, Hg, T, *rest) -> (B Hg, T_pad, *rest), a view when possible
         B, Hg = x.shape[:2]
@@ -289,24 +334,20 @@ class BandPiece(Piece):
         K, f = self.K, self.first
         qb = self._blocks(self._flat(q))
         kf, vf = self._flat(k), self._flat(v)
+        saved = [(None, None), (None, None)]  # (P, lse of the call) of the main and first calls
         if self.nb > K:  # full windows
-            y, l_ = tile_forward(
-                qb[:, K:],
-                self._windows(kf),
-                self._windows(vf),
-                scale=scale,
-                mask=self.mask_main,
-                kernel=kernel,
+            y, l_, p = self._tile_forward(
+                qb[:, K:], self._windows(kf), self._windows(vf), scale, self.mask_main, kernel
             )
+            saved[0] = (p, l_)
             out = emit(self._time(y, B, Hg), self.n, out, offset=K * self.b)
             lse = emit(self._time(l_, B, Hg), self.n, lse, offset=K * self.b)
-        y, l_ = tile_forward(
-            qb[:, :f], self._firsts(kf), self._firsts(vf), scale=scale, mask=self.mask_first, kernel=kernel
-        )
+        y, l_, p = self._tile_forward(qb[:, :f], self._firsts(kf), self._firsts(vf), scale, self.mask_first, kernel)
+        saved[1] = (p, l_)
         fill = 0.0 if self.nb <= K else None
         out = emit(self._time(y, B, Hg), self.n, out, fill=fill)
         lse = emit(self._time(l_, B, Hg), self.n, lse, fill=fill)
-        return out, lse, None
+        return out, lse, (saved if keep and self.probs else None)
 
     def backward(
         self, state, dout, q, k, v, out, lse, scale, kernel, grads=(None, None, None), accumulate=False
@@ -316,10 +357,11 @@ class BandPiece(Piece):
         qf, kf, vf, dof, of, lf = (self._flat(x) for x in (q, k, v, dout, out, lse))
         qb, dob, ob, lb = (self._blocks(x) for x in (qf, dof, of, lf))
         dq, dk, dv = grads
+        saved = state if state is not None else [(None, None), (None, None)]
         if self.nb > K:
-            gq, gk, gv = tile_backward(
-                dob[:, K:], qb[:, K:], self._windows(kf), self._windows(vf), ob[:, K:], lb[:, K:],
-                scale=scale, mask=self.mask_main, kernel=kernel,
+            gq, gk, gv = self._tile_backward(
+                saved[0], dob[:, K:], qb[:, K:], self._windows(kf), self._windows(vf), ob[:, K:], lb[:, K:],
+                scale, self.mask_main, kernel,
             )  # fmt: skip
             dq = emit(self._time(gq, B, Hg), n, dq, accumulate, offset=K * b)
             folded = []
@@ -331,9 +373,9 @@ class BandPiece(Piece):
                 folded.append(dst)
             dk, dv = folded
             accumulate = True
-        gq, gk, gv = tile_backward(
-            dob[:, :f], qb[:, :f], self._firsts(kf), self._firsts(vf), ob[:, :f], lb[:, :f],
-            scale=scale, mask=self.mask_first, kernel=kernel,
+        gq, gk, gv = self._tile_backward(
+            saved[1], dob[:, :f], qb[:, :f], self._firsts(kf), self._firsts(vf), ob[:, :f], lb[:, :f],
+            scale, self.mask_first, kernel,
         )  # fmt: skip
         dq = emit(self._time(gq, B, Hg), n, dq, accumulate)
         gk, gv = (

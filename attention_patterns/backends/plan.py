@@ -27,6 +27,20 @@ def head_selector(heads: list[int] | None, num_heads: int) -> slice | list[int] 
     return heads
 
 
+def _bthd(like: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Uninitialised ``(B, H, T, D)`` tensor in ``like``'s memory order of heads and time.
+
+    When ``like`` is a ``(B, T, H, D)``-ordered view (heads side by side in each row, as the model's
+    queries, keys and values cut from one projection), the result is stored as ``(B, T, H, D)``:
+    the model's ``y.transpose(1, 2)`` is then contiguous (as after SDPA), and gradients flow back
+    in the layout of their views. Otherwise it is a contiguous ``(B, H, T, D)`` tensor.
+    """
+    B, H, T, D = shape
+    if H > 1 and T > 1 and like.stride(1) < like.stride(2):
+        return like.new_empty((B, T, H, D)).transpose(1, 2)
+    return like.new_empty((B, H, T, D))
+
+
 class HeadGroup:
     """Heads ``heads`` (None = all heads) computed by the disjoint ``pieces``."""
 
@@ -34,6 +48,8 @@ class HeadGroup:
         self, heads: list[int] | None, pieces: list[Piece], num_heads: int, device: torch.device
     ) -> None:
         self.heads, self.pieces = heads, pieces
+        for piece in pieces:
+            piece.alone = len(pieces) == 1
         sel = head_selector(heads, num_heads)
         self.all = sel is None
         self.sel = torch.tensor(sel, dtype=torch.long, device=device) if isinstance(sel, list) else sel
@@ -97,13 +113,22 @@ class AttentionPlan:
     def __repr__(self) -> str:
         return f"AttentionPlan(structured={self.structured}, groups={self.groups})"
 
+    @property
+    def pieces(self) -> list[Piece]:
+        return [p for g in self.groups for p in g.pieces]
+
+    @property
+    def all_probs(self) -> bool:
+        """True if every piece keeps its softmax (then no piece needs equal q/v head dims)."""
+        return all(p.probs for p in self.pieces)
+
     def forward(self, q: Tensor, k: Tensor, v: Tensor, scale: float, kernel: str, keep: bool):
         """``(out (B, H, T, Dv), lse (B, H, T), states)``."""
         B, H, T, _ = q.shape
         if len(self.groups) == 1 and self.groups[0].all:
             out, lse, st = self.groups[0].forward(q, k, v, scale, kernel, keep)
             return out, lse, [st]
-        out = q.new_empty((B, H, T, v.shape[-1]))
+        out = _bthd(q, (B, H, T, v.shape[-1]))
         lse = torch.empty((B, H, T), dtype=acc_dtype(q.dtype), device=q.device)
         states = []
         for g in self.groups:
@@ -118,7 +143,7 @@ class AttentionPlan:
         lse = lse.masked_fill(torch.isinf(lse), 0.0)  # rows with no key: every tile is masked, P = 0
         if len(self.groups) == 1 and self.groups[0].all:
             return self.groups[0].backward(states[0], dout, q, k, v, out, lse, scale, kernel)
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        dq, dk, dv = (_bthd(x, x.shape) for x in (q, k, v))
         for g, st in zip(self.groups, states):
             dsts = tuple(g.view(d) for d in (dq, dk, dv))
             sel = [g.select(x) for x in (dout, q, k, v, out, lse)]

@@ -16,13 +16,19 @@ query row::
 so every piece's gradient contribution is computed independently and they are summed. Passing the
 merged ``O`` and ``L`` into PyTorch's fused CPU flash-attention backward does exactly that.
 
-Two implementations of :func:`tile_forward` / :func:`tile_backward`:
+Two implementations of :func:`tile_forward` / :func:`tile_backward`, which recompute the
+probabilities in the backward pass:
 
 * ``flash`` - ``aten._scaled_dot_product_flash_attention_for_cpu`` and its backward: fused,
   ``O(L)`` memory, skips upper tiles when ``causal``; CPU only, float32/float64/bfloat16/float16,
   equal head dims for q, k and v;
 * ``math`` - matmul + softmax in plain PyTorch, any device (GPU fallback and test oracle);
   memory ``O(L S)`` per call.
+
+and a third pair that keeps them, for small tiles (bands and short subsequences, where a kernel call
+costs more than its arithmetic): :func:`probs_forward` also returns the tile's softmax ``P`` and
+:func:`probs_backward` reuses it (``O(L S)`` memory per call, no recomputation, no padding of unequal
+q/v head dims, any device). The backends use it when ``P`` is at most :data:`PROBS_MAX_ELEMENTS`.
 
 Conventions: ``q`` is ``(N, M, L, D)``, ``k`` and ``v`` are ``(N, M, S, D)``; ``mask`` is an additive
 float mask (``0`` or ``-inf``) in ``q``'s dtype, broadcastable to ``(N, M, L, S)``; ``causal`` means
@@ -178,11 +184,11 @@ def _causal_additive(L: int, S: int, dtype: torch.dtype, device: torch.device) -
 
 def _math_scores(q: Tensor, k: Tensor, mask: Tensor | None, causal: bool, scale: float) -> Tensor:
     """Scaled, masked scores in the accumulation dtype, ``(N, M, L, S)``."""
-    s = torch.matmul(q, k.transpose(-1, -2)).to(acc_dtype(q.dtype)) * scale  # (N, M, L, S)
+    s = torch.matmul(q, k.transpose(-1, -2)).to(acc_dtype(q.dtype)).mul_(scale)  # (N, M, L, S), fresh
     if mask is not None:
-        s = s + mask.to(s.dtype)
+        s.add_(mask.to(s.dtype))
     if causal:
-        s = s + _causal_additive(q.shape[-2], k.shape[-2], s.dtype, s.device)
+        s.add_(_causal_additive(q.shape[-2], k.shape[-2], s.dtype, s.device))
     return s
 
 
@@ -236,6 +242,70 @@ def tile_backward(
     dp = torch.matmul(dout, v.transpose(-1, -2)).to(p.dtype)
     delta = (dout.to(p.dtype) * out.to(p.dtype)).sum(-1, keepdim=True)  # (N, M, L, 1)
     ds = (p * (dp - delta) * scale).to(q.dtype)
+    dq = torch.matmul(ds, k)
+    dk = torch.matmul(ds.transpose(-1, -2), q)
+    return dq, dk, dv
+
+
+#: largest saved softmax (elements per batch row of a piece, i.e. per head) of :func:`probs_forward`
+PROBS_MAX_ELEMENTS = 1 << 22
+
+
+def probs_forward(
+    q: Tensor,  # (N, M, L, D)
+    k: Tensor,  # (N, M, S, D)
+    v: Tensor,  # (N, M, S, Dv)
+    *,
+    scale: float,
+    mask: Tensor | None = None,
+    causal: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:  # (N, M, L, Dv), (N, M, L), (N, M, L, S)
+    """Softmax attention with the probabilities kept: ``(out, lse, P)``, ``P = softmax(q k^T scale + mask)``.
+
+    ``P`` is in the accumulation dtype (:func:`acc_dtype`); rows with no allowed key get ``P = 0``,
+    ``out = 0`` and ``lse = -inf``. q and v may have different head dims.
+    """
+    p = _math_scores(q, k, mask, causal, scale)  # (N, M, L, S) scores, turned into P in place
+    m = p.amax(dim=-1, keepdim=True)  # (N, M, L, 1); -inf on rows with no key
+    m = m.masked_fill_(torch.isinf(m), 0.0)
+    z = p.sub_(m).exp_().sum(dim=-1, keepdim=True)  # 0 on rows with no key
+    lse = z.log().add_(m).squeeze(-1)  # (N, M, L); -inf on rows with no key
+    p = p.div_(z.masked_fill_(z == 0, 1.0))
+    out = torch.matmul(p.to(v.dtype), v)
+    return out, lse, p
+
+
+def probs_backward(
+    p: Tensor,  # (N, M, L, S) this tile's softmax from probs_forward
+    dout: Tensor,  # (N, M, L, Dv)
+    q: Tensor,  # (N, M, L, D)
+    k: Tensor,  # (N, M, S, D)
+    v: Tensor,  # (N, M, S, Dv)
+    *,
+    scale: float,
+    merged: tuple[Tensor, Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:  # (N, M, L, D), (N, M, S, D), (N, M, S, Dv)
+    """Gradients of the tile from its saved softmax ``p``.
+
+    Alone (``merged=None``: the tile's keys are the row's whole attention set), the merged softmax is
+    ``p`` and ``dS = softmax_backward(dP, P)``. When the tile is one of several disjoint pieces merged
+    through their log-sum-exps, pass ``merged = (out, lse, lse_tile)`` (the merged output and
+    log-sum-exp of these rows and the tile's own log-sum-exp): the merged probabilities are
+    ``p exp(lse_tile - lse)`` and ``dS = P (dP - rowsum(dO * out))`` (see the module docstring).
+    """
+    dt = p.dtype
+    if merged is not None:
+        out, lse, lse_tile = merged
+        factor = torch.exp(lse_tile.to(dt) - lse.to(dt)).nan_to_num_(0.0)  # 0 where the tile has no key
+        p = p * factor.unsqueeze(-1)
+    dv = torch.matmul(p.transpose(-1, -2).to(dout.dtype), dout)
+    dp = torch.matmul(dout, v.transpose(-1, -2)).to(dt)  # (N, M, L, S)
+    if merged is None:
+        ds = torch._softmax_backward_data(dp, p, -1, dt)
+    else:
+        delta = (dout.to(dt) * out.to(dt)).sum(-1, keepdim=True)  # (N, M, L, 1)
+        ds = dp.sub_(delta).mul_(p)
+    ds = ds.mul_(scale).to(q.dtype)
     dq = torch.matmul(ds, k)
     dk = torch.matmul(ds.transpose(-1, -2), q)
     return dq, dk, dv
