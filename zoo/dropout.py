@@ -7,10 +7,10 @@ does it faster than ``x + F.dropout(branch)``:
 * **the mask.** PyTorch's CPU dropout draws one Bernoulli variable per element (about 8 ns each);
   here one 64-bit random word gives four 16-bit uniforms (its ``int16`` chunks; eight 8-bit ones
   when ``p`` is a multiple of ``2^-8``), and an element is kept when its chunk, read as an integer
-  in ``[0, 2^16)``, is at least ``round(p * 2^16)``. The keep
-  probability is therefore ``q = 1 - round(p * 2^16) / 2^16`` (``p`` rounded to a multiple of
-  ``2^-16``, e.g. exactly 0.75 for ``p = 0.25``), and kept values are scaled by ``1 / q``, so the
-  expectation is exactly ``x + branch``, as in ``F.dropout``.
+  in ``[0, 2^16)``, is at least ``round(p * 2^16)``. The keep probability is therefore
+  ``q = 1 - round(p * 2^16) / 2^16`` (``p`` rounded to a multiple of ``2^-16``, e.g. exactly 0.75
+  for ``p = 0.25``), and kept values are scaled by ``1 / q``, so the expectation is exactly
+  ``x + branch``, as in ``F.dropout``.
 * **the arithmetic.** The scaled mask is built once (``{0, 1/q}`` as floats) and used by one
   ``addcmul`` forward and one multiply backward, instead of a mask, a division, a multiply and an
   add forward.
@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 _LEVELS = 1 << 16
-# random_(from, to) draws random64() % (to - from) + from: with this range every bit is uniform (the
-# one value 2^64 - 1 folds onto 0, a bias of 2^-64). Plain random_() leaves bit 63 at 0.
+# random_(from, to) draws from + random64() % (to - from): with this range every bit is uniform up to
+# a bias of 2^-64 (2^64 draws fold onto 2^64 - 1 values). Plain random_() leaves bit 63 at 0.
 _WORD_FROM, _WORD_TO = -(1 << 63), (1 << 63) - 1
 
 
