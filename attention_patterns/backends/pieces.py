@@ -223,7 +223,7 @@ class CausalPiece(Piece):
         if not keep:
             return out, lse, None
         layouts = (ql, kl, vl) if self.layout == "residue" else None
-        return out, lse, (layouts, p, None if self.alone else l_)
+        return out, lse, (layouts, p, None if self.alone or p is None else l_)
 
     def backward(
         self, state, dout, q, k, v, out, lse, scale, kernel, grads=(None, None, None), accumulate=False
