@@ -128,3 +128,9 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
+
+
+def write_json(path: str | None, results: list) -> None:
+    """Write ``results`` with the machine line and the command line to ``path`` (nothing if None)."""
+    if path:
+        Path(path).write_text(json.dumps({"machine": machine(), "argv": sys.argv, "results": results}, indent=1))

@@ -229,10 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in results
     ]  # fmt: skip
     print(bc.table(headers, rows))
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps({"machine": bc.machine(), "argv": sys.argv, "results": results}, indent=1)
-        )
+    bc.write_json(args.json, results)
     if args.plot:
         plot(results, args.plot)
     return 0

@@ -191,10 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         bc.table(["shape", "variant", "attention", "backend", "params", "step ms", "speed-up vs dense"], rows)
     )
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps({"machine": bc.machine(), "argv": sys.argv, "results": results}, indent=1)
-        )
+    bc.write_json(args.json, results)
     return 0
 
 

@@ -188,10 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         bc.table(["backend", "longest n", "peak GiB at that n", "step s at that n", "what stopped it"], rows)
     )
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps({"machine": bc.machine(), "argv": sys.argv, "results": out}, indent=1)
-        )
+    bc.write_json(args.json, out)
     return 0
 
 
