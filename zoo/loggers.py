@@ -29,6 +29,9 @@ class NullLogger:
     def log_samples(self, model: Any, data_shape: list[int], step: int) -> None:
         pass
 
+    def log_images(self, images: Mapping[str, Any], step: int) -> None:
+        pass
+
     def finish(self) -> None:
         pass
 
@@ -89,6 +92,19 @@ class WandbLogger:
         images = to_images(sample(model, self.sample_images, generator=generator), data_shape)
         if images:
             self.run.log({"samples": [wandb.Image(img) for img in images]}, step=step)
+
+    def log_images(self, images: Mapping[str, Any], step: int) -> None:
+        """Log pictures, ``{key: image}``: an image is a PNG path, a PIL image or an ``(H, W[, C])`` uint8
+        array (a list of them logs a gallery under one key)."""
+        import wandb
+
+        def one(img: Any) -> Any:
+            return wandb.Image(str(img) if isinstance(img, (str, os.PathLike)) else img)
+
+        self.run.log(
+            {k: [one(i) for i in v] if isinstance(v, (list, tuple)) else one(v) for k, v in images.items()},
+            step=step,
+        )
 
     def finish(self) -> None:
         self.run.finish()

@@ -30,7 +30,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .amp import autocast, check_precision, make_scaler
+from .callbacks import Callback
 from .checkpoint import (
     BEST_FILE,
     FORMAT_VERSION,
@@ -216,6 +217,7 @@ class Trainer:
         logger: Any = None,
         extra_state: Mapping[str, Any] | None = None,
         env: DistEnv | None = None,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
         if config is None:
             config = TrainerConfig()
@@ -232,6 +234,7 @@ class Trainer:
             )
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.logger = logger if logger is not None else NullLogger()
+        self.callbacks = list(callbacks)  # zoo.callbacks: called on rank 0 after loop events
         # saved in every checkpoint as is (e.g. the resolved config)
         self.extra_state = dict(extra_state or {})
         if config.threads is not None:
@@ -470,6 +473,7 @@ class Trainer:
                         self.last_train[0],
                     )
                     self._maybe_save_best(val_bpd)
+                    self._fire("on_evaluation", step=self.step, val_bpd=val_bpd)
                 if (
                     cfg.checkpoint
                     and cfg.checkpoint_every
@@ -519,7 +523,19 @@ class Trainer:
         self.logger.log_summary({k: v for k, v in metrics.items() if k != "history"})
         if self.env.is_main:
             self.logger.log_samples(self.model, list(self.data.data_shape), self.step)
+        self._fire("on_fit_end", metrics=metrics)
         return metrics
+
+    def _fire(self, hook: str, **kwargs: Any) -> None:
+        """Call ``hook`` of every callback on the main process (see :mod:`zoo.callbacks`)."""
+        if not self.env.is_main or not self.callbacks:
+            return
+        saved = rng_state()  # a callback that samples must not shift the run's random streams
+        try:
+            for callback in self.callbacks:
+                getattr(callback, hook)(self, **kwargs)
+        finally:
+            set_rng_state(saved)
 
     def _log_train(self, out: Mapping[str, float]) -> None:
         nats, steps, tokens, seconds = self.window

@@ -5,7 +5,9 @@
 * ``<!-- gen:models -->`` is replaced by the table of registered model variants (parameter counts
   from building each variant on the ``meta`` device);
 * ``<!-- gen:patterns -->`` by the table of registered attention patterns with their config fields;
-* ``<!-- gen:backends -->`` by the table of attention backends and their availability here.
+* ``<!-- gen:backends -->`` by the table of attention backends and their availability here;
+* ``<!-- gen:result NAME -->`` / ``<!-- gen:result NAME.TABLE -->`` by a table rendered from a script's
+  output ``docs/results/NAME.json`` (``scripts/doc_results.py``: measured numbers are never typed).
 """
 
 from __future__ import annotations
@@ -96,4 +98,10 @@ def on_page_markdown(markdown, page, config, files, **kwargs):
     for marker, fn in _GENERATORS.items():
         if marker in markdown:
             markdown = markdown.replace(marker, fn())
+    if "<!-- gen:result " in markdown:
+        if str(ROOT / "scripts") not in sys.path:
+            sys.path.insert(0, str(ROOT / "scripts"))
+        import doc_results
+
+        markdown = doc_results.render_markers(markdown)
     return markdown
