@@ -9,8 +9,9 @@ xFormers removed ``register_attention`` / ``build_attention`` in 0.0.29-0.0.34, 
 
 Unlike old xFormers, unknown or mistyped config keys are an error (naming the key and the valid
 ones) instead of being dropped silently. Each config dataclass is also stored in Hydra's ConfigStore
-(group ``attention``, name ``<name>_schema``) so YAML files under ``configs/attention/`` that list
-it in their defaults are validated against the schema.
+as the top-level config ``attention_schema_<name>`` (:data:`SCHEMA_PREFIX`; top-level so that it is not
+listed among a group's options), and the YAML files of the pattern group ``configs/model/attention/``
+list it in their defaults (``- /attention_schema_strided@_here_``), so they are validated against it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ T = TypeVar("T", bound=type[AttentionPattern])
 
 _COMPONENTS: dict[str, type[AttentionPattern]] = {}
 _CONFIGS: dict[str, type] = {}
+SCHEMA_PREFIX = "attention_schema_"  # ConfigStore name of a pattern's schema: attention_schema_<name>
 
 
 def _store_schema(name: str, config_cls: type) -> None:
@@ -34,7 +36,7 @@ def _store_schema(name: str, config_cls: type) -> None:
         from hydra.core.config_store import ConfigStore
     except ImportError:  # hydra is a dependency, but the patterns work without it
         return
-    ConfigStore.instance().store(group="attention", name=f"{name}_schema", node=config_cls)
+    ConfigStore.instance().store(name=f"{SCHEMA_PREFIX}{name}", node=config_cls)
 
 
 def register_attention(name: str, config: type) -> Callable[[T], T]:
@@ -83,6 +85,14 @@ def get_config(name: str) -> type:
     if name not in _CONFIGS:
         raise _unknown_name(name)
     return _CONFIGS[name]
+
+
+def config_name(config_cls: type) -> str | None:
+    """The registered name whose config dataclass is ``config_cls`` (None if it is not registered)."""
+    for name, cls in _CONFIGS.items():
+        if cls is config_cls:
+            return name
+    return None
 
 
 def get_component(name: str) -> type[AttentionPattern]:

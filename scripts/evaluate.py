@@ -5,12 +5,16 @@
     python scripts/evaluate.py checkpoint=PATH split=test examples=1000 batch_size=16 device=cuda
     python scripts/evaluate.py checkpoint=PATH data.root=/datasets/cifar10        # the data moved
     python scripts/evaluate.py checkpoint=PATH model.attention_backend=blocksparse output=eval.json
+    python scripts/evaluate.py -m checkpoint=runs/a,runs/b/checkpoints/best.pt    # one job per checkpoint
+    python scripts/evaluate.py --help                                             # the config and its keys
 
-Arguments are ``key=value`` pairs (Hydra's override syntax, parsed by OmegaConf; no run folder is made):
+A Hydra app on ``configs/evaluate.yaml`` (Hydra's override syntax, ``-m`` sweeps; no run folder is
+made, a sweep writes each job's ``evaluation.json`` under ``hydra.sweep.dir``):
 
 * ``checkpoint`` (required): a checkpoint file written by :meth:`zoo.train.Trainer.save_checkpoint`, or a
   run folder / its ``checkpoints/`` folder (then the newest checkpoint in it);
-* ``split``: ``train``, ``val`` or ``test`` (default), or several separated by commas;
+* ``split``: ``train``, ``val`` or ``test`` (default), or several separated by commas (one job evaluates
+  them all, also under ``-m``);
 * ``examples``: evaluate the first N sequences of each split only (default: the whole split);
 * ``batch_size``: sequences per forward pass (default: the run's ``trainer.eval_batch_size``);
 * ``device``: ``auto`` (default: CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` ...;
@@ -23,7 +27,9 @@ Arguments are ``key=value`` pairs (Hydra's override syntax, parsed by OmegaConf;
 The model is rebuilt from the model config stored in the checkpoint and the data set from the run's
 config (stored in the checkpoint by ``scripts/train.py``, else read from the run folder's
 ``.hydra/config.yaml``). The number is computed by :meth:`zoo.train.Trainer.evaluate`, the code the
-trainer uses for its own val/test numbers, so both agree exactly for the same batch size.
+trainer uses for its own val/test numbers, so both agree exactly for the same batch size. A user
+mistake (a bad value, a missing file) prints one line ``error: ...`` and exits with status 2
+(:func:`report_user_errors`).
 """
 
 from __future__ import annotations
@@ -31,13 +37,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import hydra
 import torch
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -47,6 +59,7 @@ from zoo.model import ModelConfig, SparseTransformer
 from zoo.registry import apply_overrides, resolve_config
 from zoo.train import Trainer, TrainerConfig
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # absolute: also when imported under another name
 SPLITS = ("train", "val", "test")
 KEYS = ("checkpoint", "split", "examples", "batch_size", "device", "precision", "data", "model", "output")
 # ModelConfig fields that select how the same weights are computed; anything else would change the model.
@@ -61,26 +74,55 @@ class EvaluationError(Exception):
 
 
 # --------------------------------------------------------------------------------- arguments
-def parse_args(argv: Sequence[str]) -> DictConfig:
-    """``key=value`` arguments -> a config; unknown keys and missing ``checkpoint`` raise EvaluationError."""
-    bad = [a for a in argv if "=" not in a or a.startswith("=")]
-    if bad:
-        raise EvaluationError(f"arguments must be key=value, got {bad}; valid keys are {list(KEYS)}")
-    try:
-        args = OmegaConf.from_dotlist(list(argv))
-    except Exception as err:  # the grammar error of OmegaConf, reworded
-        raise EvaluationError(f"could not parse the arguments {list(argv)}: {err}") from err
-    unknown = sorted(set(args) - set(KEYS))
-    if unknown:
-        raise EvaluationError(f"unknown argument(s) {unknown}; valid keys are {list(KEYS)}")
-    if args.get("checkpoint") in (None, ""):
-        raise EvaluationError("checkpoint=PATH is required (a checkpoint file or a run folder)")
-    for key in ("data", "model"):
-        if key in args and not isinstance(args[key], DictConfig):
-            raise EvaluationError(
-                f"{key} takes dotted overrides such as {key}.root=..., got {key}={args[key]!r}"
-            )
-    return args
+# options of Hydra's command line that take the next argument as their value
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn"}
+_VALUE_FLAGS |= {"--config-dir", "-cd", "--experimental-rerun"}
+_INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def hydra_overrides(argv: Sequence[str]) -> list[str]:
+    """Check the ``key=value`` arguments and adapt them to ``configs/evaluate.yaml``; flags pass unchanged.
+
+    Unknown keys, arguments without ``=`` and ``data=...`` / ``model=...`` without a dotted key raise
+    :class:`EvaluationError` naming them and the valid keys. ``data.KEY=V`` and ``model.KEY=V`` become
+    ``++data.KEY=V`` (they add to the run's config, whatever its keys), and ``split=val,test`` becomes
+    the list ``split=[val,test]`` (several splits in one job, not a sweep).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    out: list[str] = []
+    takes_value = False
+    for arg in argv:
+        if takes_value or arg.startswith("-"):  # a flag (-m, --help, --cfg job ...) or a flag's value
+            out.append(arg)
+            takes_value = not takes_value and arg in _VALUE_FLAGS
+            continue
+        if out and out[-1] in ("--info", "-i") and arg in _INFO_CHOICES:
+            out.append(arg)
+            continue
+        if "=" not in arg or arg.startswith("="):
+            raise EvaluationError(f"arguments must be key=value, got {[arg]}; valid keys are {list(KEYS)}")
+        try:
+            (override,) = parser.parse_overrides([arg])
+        except OverrideParseException as err:
+            raise EvaluationError(f"could not parse the argument {arg!r}: {err}") from err
+        key = override.key_or_group
+        top = key.split(".")[0]
+        if top == "hydra" or arg.startswith(("+", "~")):
+            out.append(arg)
+        elif top not in KEYS:
+            raise EvaluationError(f"unknown argument(s) {[top]}; valid keys are {list(KEYS)}")
+        elif key in ("data", "model"):
+            raise EvaluationError(f"{key} takes dotted overrides such as {key}.root=..., got {arg}")
+        elif top in ("data", "model"):
+            out.append("++" + arg)
+        elif key == "split" and override.is_sweep_override():
+            out.append("split=[" + arg.partition("=")[2] + "]")
+        else:
+            out.append(arg)
+    return out
 
 
 def parse_splits(split: Any) -> list[str]:
@@ -255,6 +297,7 @@ def evaluate_checkpoint(
         "step": state.get("step"),
         "data": data.name,
         "model": (config.get("model") or {}).get("name"),
+        "attention": model_cfg.attention.get("name"),
         "parameters": sum(p.numel() for p in model.parameters()),
         "device": str(trainer.device),
         "batch_size": trainer.config.eval_batch_size or trainer.config.batch_size,
@@ -275,40 +318,92 @@ def format_table(result: Mapping[str, Any]) -> str:
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
     title = (
-        f"{result['checkpoint']} (step {result['step']}, model {result['model']}, "
+        f"{result['checkpoint']} (step {result['step']}, model {result['model']}, attention {result.get('attention')}, "
         f"{result['parameters']:,} parameters, data {result['data']}, {result['device']}, "
         f"batch {result['batch_size']})"
     )
     return "\n".join([title, fmt(header), fmt(["-" * w for w in widths]), *(fmt(line) for line in lines)])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(__doc__)
-        return 0
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def evaluate_config(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate as the composed ``configs/evaluate.yaml`` says; the result of :func:`evaluate_checkpoint`."""
+    if cfg.get("checkpoint") in (None, ""):
+        raise EvaluationError("checkpoint=PATH is required (a checkpoint file or a run folder)")
+    split = cfg.get("split", "test")
+    return evaluate_checkpoint(
+        str(cfg.checkpoint),
+        splits=parse_splits(list(split) if OmegaConf.is_list(split) else split),
+        examples=cfg.get("examples"),
+        batch_size=cfg.get("batch_size"),
+        device=str(cfg.get("device", "auto")),
+        precision=cfg.get("precision"),
+        data_overrides=OmegaConf.to_container(cfg.data) if cfg.get("data") else None,  # type: ignore[arg-type]
+        model_overrides=OmegaConf.to_container(cfg.model) if cfg.get("model") else None,  # type: ignore[arg-type]
+    )
+
+
+def write_result(result: Mapping[str, Any], path: str | Path) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return out
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="evaluate")
+def hydra_app(cfg: DictConfig) -> None:
+    """One evaluation job: print the table, write ``output`` (and, in a sweep, the job's ``evaluation.json``)."""
+    logging.getLogger().setLevel(logging.WARNING)
+    result = evaluate_config(cfg)
+    print(format_table(result), flush=True)
+    if cfg.get("output"):
+        write_result(result, cfg.output)
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        print(f"wrote {write_result(result, Path(hc.runtime.output_dir) / 'evaluation.json')}")
+
+
+# user mistakes: one line `error: ...`, exit status 2, no traceback
+USER_ERRORS = (EvaluationError, FileNotFoundError, RuntimeError, ValueError, TypeError, HydraException)
+
+
+def report_user_errors(fn: Callable[[], Any]) -> int:
+    """Run ``fn``; a user mistake (:data:`USER_ERRORS`, Hydra's composition errors included) prints one line
+    ``error: MESSAGE`` to stderr and gives 2, anything else propagates with its traceback; 0 on success."""
     try:
-        args = parse_args(argv)
-        result = evaluate_checkpoint(
-            args.checkpoint,
-            splits=parse_splits(args.get("split", "test")),
-            examples=args.get("examples"),
-            batch_size=args.get("batch_size"),
-            device=str(args.get("device", "auto")),
-            precision=args.get("precision"),
-            data_overrides=OmegaConf.to_container(args.data) if "data" in args else None,  # type: ignore[arg-type]
-            model_overrides=OmegaConf.to_container(args.model) if "model" in args else None,  # type: ignore[arg-type]
-        )
-    except (EvaluationError, FileNotFoundError, RuntimeError, ValueError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        fn()
+    except USER_ERRORS as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        lines = [line for line in lines if not line.startswith(("full_key:", "object_type=", "reference_type="))]
+        print(f"error: {' '.join(lines)}", file=sys.stderr)
         return 2
-    print(format_table(result))
-    if args.get("output"):
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line (``argv`` defaults to ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    def launch() -> None:
+        overrides = hydra_overrides(argv)
+        saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+        sys.argv = [str(Path(__file__)), *overrides]
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # errors reach report_user_errors instead of Hydra's printer
+        GlobalHydra.instance().clear()
+        try:
+            hydra_app()
+        finally:
+            sys.argv = saved_argv
+            if saved_env is None:
+                os.environ.pop("HYDRA_FULL_ERROR", None)
+            else:
+                os.environ["HYDRA_FULL_ERROR"] = saved_env
+            GlobalHydra.instance().clear()
+
+    try:
+        return report_user_errors(launch)
+    except SystemExit as exit_:  # --help, --cfg: Hydra exits after printing
+        return exit_.code if isinstance(exit_.code, int) else 0
 
 
 if __name__ == "__main__":

@@ -25,12 +25,15 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+import attention_patterns  # noqa: F401  (stores the schemas the configs/model/attention/ YAMLs extend)
+from zoo.run_record import hydra_context, name_sweep_runs
 from zoo.train import run, summary_line
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     run_dir = HydraConfig.get().runtime.output_dir
+    name_sweep_runs(cfg, hydra_context())  # wandb: a sweep's runs share a group, each named after its overrides
     if int(os.environ.get("RANK", "0")) > 0:  # torchrun: rank 0 alone logs and prints
         logging.getLogger().setLevel(logging.WARNING)
         run(cfg, run_dir)

@@ -46,12 +46,14 @@ def forward_ok(cfg) -> None:
 
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")))
 def test_every_yaml_composes(compose_config, path):
-    """Each file composes: train.yaml itself, attention/ files as primary configs, group options via train.yaml."""
+    """Each file composes: the primary configs (train.yaml, evaluate.yaml), group options via train.yaml
+    (the pattern group model/attention/ inside the default model)."""
     rel = Path(path)
-    if rel == Path("train.yaml"):
-        cfg = compose_config("train")
-    elif rel.parts[0] == "attention":
-        cfg = compose_config(f"attention/{rel.stem}")
+    if len(rel.parts) == 1:
+        cfg = compose_config(rel.stem)
+    elif rel.parts[:2] == ("model", "attention"):
+        cfg = compose_config("train", [f"model/attention={rel.stem}"])
+        assert OmegaConf.get_type(cfg.model.attention).__name__.endswith("Config")  # schema-checked
     else:
         group = "/".join(rel.parts[:-1])
         prefix = "" if group in GROUPS else "+"  # a group train.yaml does not list is added with `+`
@@ -148,13 +150,16 @@ def test_experiment_configs_instantiate(compose_config, name, tmp_path):
     instantiate_data(compose_config, [f"experiment={name}"], tmp_path)
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (CONFIGS / "attention").glob("*.yaml")))
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONFIGS / "model" / "attention").glob("*.yaml")))
 def test_attention_configs_compose_and_build(compose_config, name):
+    """Every option of the pattern group (a pattern's defaults, or a preset named PATTERN_VALUES) builds."""
     import attention_patterns as ap
 
-    cfg = compose_config(f"attention/{name}")
-    spec = OmegaConf.to_container(cfg.attention, resolve=True)
-    assert spec["name"] == name
+    cfg = compose_config("train", [f"model/attention={name}"])
+    spec = OmegaConf.to_container(cfg.model.attention, resolve=True)
+    from zoo.registry import pattern_option
+
+    assert pattern_option(spec)[0] == name  # the pattern's defaults, or the preset named after its values
     ap.build_attention({**spec, "num_heads": spec.get("num_heads") or 2}).mask(16)
 
 
@@ -162,7 +167,7 @@ def test_attention_configs_compose_and_build(compose_config, name):
     "override, check",
     [
         ("model=strided_half", lambda c: c.model.half_ffn and c.model.half_qk),
-        ("model.attention.name=fixed", lambda c: c.model.attention.name == "fixed"),
+        ("model/attention=fixed", lambda c: c.model.attention.name == "fixed" and c.model.attention.c == 16),
         ("model.embedding=attention", lambda c: c.model.embedding == "attention"),
         ("model.half_ffn=false", lambda c: c.model.half_ffn is False),
         ("experiment=fashion_mnist_fixed", lambda c: c.model.attention.name == "fixed"),

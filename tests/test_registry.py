@@ -20,6 +20,7 @@ from attention_patterns.base import AttentionPattern
 from attention_patterns.parts import AllPast
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+PATTERN_DIR = CONFIG_DIR / "model" / "attention"  # the pattern group: model/attention=NAME
 EXPECTED = {"dense", "local", "strided", "fixed", "bigbird", "longformer", "variable", "axial", "block_local"}
 
 
@@ -63,7 +64,7 @@ def scratch_registry():
     """Register throwaway components and remove every trace of them afterwards."""
     before_components = dict(registry._COMPONENTS)
     before_configs = dict(registry._CONFIGS)
-    repo = ConfigStore.instance().repo.setdefault("attention", {})
+    repo = ConfigStore.instance().repo  # schemas are top-level entries: attention_schema_<name>.yaml
     before_schemas = set(repo)
     yield
     registry._COMPONENTS.clear()
@@ -99,7 +100,7 @@ def test_register_a_new_component(scratch_registry):
     cls = ap.register_attention("scratch_a", config)(_component_class())
     assert "scratch_a" in ap.list_attentions()
     assert ap.get_config("scratch_a") is config and ap.get_component("scratch_a") is cls
-    assert "scratch_a_schema.yaml" in ConfigStore.instance().repo["attention"]
+    assert f"{registry.SCHEMA_PREFIX}scratch_a.yaml" in ConfigStore.instance().repo
     comp = ap.build_attention("scratch_a", num_heads=2)
     assert isinstance(comp, cls) and comp.name == "scratch_a"
     assert comp.mask(5).shape == (1, 5, 5)
@@ -301,48 +302,60 @@ def test_get_config_returns_the_registered_dataclass():
 
 
 def test_every_config_is_stored_as_a_hydra_schema():
-    repo = ConfigStore.instance().repo["attention"]
+    repo = ConfigStore.instance().repo
     for name in ap.list_attentions():
-        node = repo[f"{name}_schema.yaml"].node
+        node = repo[f"{registry.SCHEMA_PREFIX}{name}.yaml"].node
         assert OmegaConf.get_type(node) is ap.get_config(name)
+        assert registry.config_name(ap.get_config(name)) == name
+    assert registry.config_name(dict) is None
+
+
+def _generated(path: Path) -> bool:
+    return path.read_text().startswith("# Generated from zoo.registry")
 
 
 def test_every_pattern_has_a_yaml_config():
-    yamls = {p.stem for p in (CONFIG_DIR / "attention").glob("*.yaml")}
+    """One hand-written YAML per pattern (its defaults); the other options are the registry's generated presets."""
+    yamls = {p.stem for p in PATTERN_DIR.glob("*.yaml") if not _generated(p)}
     assert yamls == set(ap.list_attentions())
+    for preset in (p for p in PATTERN_DIR.glob("*.yaml") if _generated(p)):
+        pattern = OmegaConf.load(preset).defaults[0]
+        assert pattern in EXPECTED and preset.stem.startswith(pattern + "_")
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_yaml_composes_with_its_schema_and_builds(name):
     with initialize_config_dir(version_base=None, config_dir=str(CONFIG_DIR)):
-        cfg = compose(config_name=None, overrides=[f"+attention={name}"])
-        nested = compose(
-            config_name=None, overrides=[f"+attention@model.attention={name}", "+model.n_head=2"]
-        )
-    node = cfg.attention
+        cfg = compose(config_name=None, overrides=[f"+model/attention={name}"])
+        nested = compose(config_name=None, overrides=[f"+model/attention@attention={name}", "+model.n_head=2"])
+    node = cfg.model.attention
     config_cls = ap.get_config(name)
     assert OmegaConf.get_type(node) is config_cls  # validated against the schema
     # the YAML shows the dataclass defaults
     assert OmegaConf.to_container(node) == dataclasses.asdict(config_cls())
-    assert OmegaConf.to_container(nested.model.attention) == dataclasses.asdict(config_cls())
-    comp = ap.build_attention(nested.model.attention, num_heads=nested.model.n_head)
+    assert OmegaConf.to_container(nested.attention) == dataclasses.asdict(config_cls())
+    comp = ap.build_attention(nested.attention, num_heads=nested.model.n_head)
     assert comp.name == name and comp.num_heads == 2
     assert comp.mask(64).shape[1:] == (64, 64)
 
 
 def test_yaml_values_can_be_overridden_and_are_type_checked():
     with initialize_config_dir(version_base=None, config_dir=str(CONFIG_DIR)):
-        cfg = compose(config_name=None, overrides=["+attention=strided", "attention.stride=28"])
-        assert ap.build_attention(cfg.attention, num_heads=2).config.stride == 28
+        cfg = compose(config_name=None, overrides=["+model/attention=strided", "model.attention.stride=28"])
+        assert ap.build_attention(cfg.model.attention, num_heads=2).config.stride == 28
         with pytest.raises(ConfigCompositionException):
-            compose(config_name=None, overrides=["+attention=strided", "attention.stride=abc"])
+            compose(config_name=None, overrides=["+model/attention=strided", "model.attention.stride=abc"])
         with pytest.raises(ConfigCompositionException, match="strid"):
-            compose(config_name=None, overrides=["+attention=strided", "attention.strid=28"])
+            compose(config_name=None, overrides=["+model/attention=strided", "model.attention.strid=28"])
 
 
 def _write_group_yaml(root: Path, name: str, body: str) -> None:
     (root / "attention").mkdir(parents=True, exist_ok=True)
-    (root / "attention" / f"{name}.yaml").write_text(body)
+    (root / "attention" / f"{name}.yaml").write_text(
+        body.replace("  - strided_schema\n", "  - /attention_schema_strided@_here_\n").replace(
+            "  - fixed_schema\n", "  - /attention_schema_fixed@_here_\n"
+        )
+    )
 
 
 def test_schema_rejects_a_misspelled_yaml_key(tmp_path):

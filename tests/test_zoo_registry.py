@@ -142,7 +142,7 @@ def test_unknown_names_and_keys_fail_clearly():
         build({"name": "strided", "bogus": 1})
     with pytest.raises(ValueError, match="unknown key 'strid' for attention 'strided'"):
         build("strided", **{"attention.strid": 4})
-    with pytest.raises(ValueError, match=r"unknown key 'c' for attention 'strided'.*~model\.attention\.KEY"):
+    with pytest.raises(ValueError, match=r"unknown key 'c' for attention 'strided'.*model/attention=NAME"):
         build("fixed", **{"attention.name": "strided"})  # Hydra-style switch keeps fixed's `c`
     with pytest.raises(ValueError, match="unknown attention 'sparse'"):
         build("strided", attention={"name": "sparse"})
@@ -174,15 +174,51 @@ def test_register_model_rejects_duplicates_and_non_configs(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------- YAML mirror
+def canonical(config: ModelConfig) -> ModelConfig:
+    """``config`` with its attention dict completed by the pattern's defaults (the form Hydra composes)."""
+    return dataclasses.replace(config, attention=registry.canonical_attention(config.attention))
+
+
+def compose_model(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    import attention_patterns  # noqa: F401  (the schemas of the pattern YAMLs)
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(overrides=list(overrides))
+
+
 def test_every_variant_has_a_yaml_equal_to_its_registry_entry():
     files = sorted(p.stem for p in MODEL_DIR.glob("*.yaml"))
     assert files == list_models()
     for name in list_models():
         loaded = OmegaConf.to_container(OmegaConf.load(MODEL_DIR / f"{name}.yaml"))
-        assert loaded == {"name": name, **get_model_config(name).to_dict()}, name
-        assert resolve_config(OmegaConf.load(MODEL_DIR / f"{name}.yaml")) == get_model_config(name)
+        option, delta = registry.pattern_option(get_model_config(name).attention)
+        # the pattern through its group (a preset with the variant's own values where they differ from the
+        # pattern's defaults), every other field as the registry says
+        assert loaded.pop("defaults") == [{"attention": option}, "_self_"], name
+        assert "attention" not in loaded and loaded == registry.model_yaml_dict(name)
+        assert {**loaded, "attention": get_model_config(name).attention} == {"name": name, **get_model_config(name).to_dict()}
+        preset = MODEL_DIR / "attention" / f"{option}.yaml"
+        assert preset.is_file() and (bool(delta) == preset.read_text().startswith("# Generated from zoo.registry"))
+        composed = compose_model(f"+model={name}").model
+        assert canonical(resolve_config(composed)) == canonical(get_model_config(name)), name
+    assert registry.pattern_option(get_model_config("fixed").attention) == ("fixed_stride28_c4", {"stride": 28, "c": 4})
+    assert registry.pattern_option(get_model_config("dense").attention) == ("dense", {})
     assert registry.stale_model_configs(MODEL_DIR) == []
     assert registry.main(["--check", str(MODEL_DIR)]) == 0
+
+
+def test_a_pattern_switch_gives_exactly_that_patterns_defaults():
+    """model/attention=NAME replaces the whole attention node, from every variant (with or without a preset)."""
+    import attention_patterns as ap
+
+    for name in list_models():
+        for pattern in ap.list_attentions():
+            node = compose_model(f"+model={name}", f"model/attention={pattern}").model.attention
+            assert OmegaConf.to_container(node) == dataclasses.asdict(ap.get_config(pattern)()), (name, pattern)
+    kept = compose_model("+model=fixed").model.attention  # no switch: the variant's own values
+    assert (kept.name, kept.stride, kept.c) == ("fixed", 28, 4)
 
 
 def test_stale_yaml_is_detected(tmp_path):
@@ -194,15 +230,30 @@ def test_stale_yaml_is_detected(tmp_path):
     (tmp_path / "dense.yaml").unlink()
     assert registry.stale_model_configs(tmp_path) == ["dense", "strided"]
     assert registry.main(["--check", str(tmp_path)]) == 1
+    preset = tmp_path / "attention" / "fixed_stride28_c4.yaml"
+    preset.write_text(preset.read_text().replace("c: 4", "c: 5"))
+    obsolete = tmp_path / "attention" / "strided_stride7.yaml"  # a preset no variant uses any more
+    obsolete.write_text(registry.PRESET_HEADER.format(variants="gone", pattern="strided") + "stride: 7\n")
+    hand_written = tmp_path / "attention" / "mine.yaml"  # not generated: never touched
+    hand_written.write_text("defaults:\n  - strided\n")
+    assert registry.stale_model_configs(tmp_path) == [
+        "attention/fixed_stride28_c4",
+        "attention/strided_stride7",
+        "dense",
+        "strided",
+    ]
+    registry.write_model_configs(tmp_path)
+    assert registry.stale_model_configs(tmp_path) == [] and not obsolete.exists() and hand_written.exists()
 
 
 @pytest.mark.parametrize(
     ("override", "check"),
     [
         (
-            "model.attention.name=fixed",
-            lambda m: m.component.name == "fixed" and m.component.config.stride == 28,
+            "model/attention=fixed",  # the pattern's defaults, nothing of strided_half's pattern kept
+            lambda m: m.component.name == "fixed" and (m.component.config.stride, m.component.config.c) == (128, 16),
         ),
+        ("model.attention.stride=14", lambda m: m.component.config.stride == 14),
         ("model.embedding=attention", lambda m: m.embed_in.position.sizes == [28, 28]),
         ("model.half_ffn=false", lambda m: m.blocks[0].ffn.fc1.out_features == 4 * m.config.n_embd),
         ("model.attention.mode=interleaved", lambda m: m.component.num_layers_period == 2),
@@ -226,7 +277,7 @@ def test_every_model_yaml_composes_and_builds_on_meta():
             cfg = compose(overrides=[f"+model={name}"])
             with torch.device("meta"):
                 model = build(cfg.model)
-            assert model.config == get_model_config(name)
+            assert canonical(model.config) == canonical(get_model_config(name))
 
 
 def test_model_summary_for_docs():

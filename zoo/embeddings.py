@@ -129,6 +129,41 @@ def build_position_embedding(
     raise ValueError(f"embedding must be one of {list(EMBEDDINGS)}, got {kind!r}")
 
 
+def embedding_sizes(kind: str, seq_len: int, data_shape: list[int], attention_config: object) -> list[int] | None:
+    """The table sizes of the position embedding ``kind`` for this model, or None where it cannot be built
+    (a data shape that does not match ``seq_len``, a pattern without a stride for ``attention``)."""
+    if kind == "data":
+        shape = [int(s) for s in data_shape]
+        return shape if shape and all(s >= 1 for s in shape) and math.prod(shape) == seq_len else None
+    if kind == "attention":
+        try:
+            stride = attention_stride(attention_config)
+        except ValueError:
+            return None
+        return [-(-seq_len // stride), stride]
+    if kind == "absolute":
+        return [seq_len]
+    raise ValueError(f"embedding must be one of {list(EMBEDDINGS)}, got {kind!r}")
+
+
+def equivalent_embeddings(kind: str, seq_len: int, data_shape: list[int], attention_config: object) -> list[str]:
+    """The other embeddings of :data:`EMBEDDINGS` that give exactly the same model as ``kind`` here.
+
+    Position embeddings with the same table sizes have the same coordinates for every position
+    (:func:`position_coordinates`), the same parameters and the same initialisation: the same model.
+    E.g. ``attention`` with stride 28 and ``data`` on 28 x 28 images (both ``[28, 28]``), or ``absolute``
+    and ``data`` on a 1-D stream (both ``[n]``).
+    """
+    mine = embedding_sizes(kind, seq_len, data_shape, attention_config)
+    if mine is None:
+        return []
+    return [
+        other
+        for other in EMBEDDINGS
+        if other != kind and embedding_sizes(other, seq_len, data_shape, attention_config) == mine
+    ]
+
+
 class InputEmbedding(nn.Module):
     """``H_0 = embed(X, W_e)`` (eq. 9, 15) of the inputs shifted right by one, with a learned start embedding.
 

@@ -127,8 +127,8 @@ def build_component(config: ModelConfig) -> AttentionPattern:
         if "unknown key" not in str(err):
             raise
         raise ValueError(
-            f"{err} (model attention config {dict(config.attention)}; after switching the pattern with a Hydra "
-            "override such as model.attention.name=..., delete the old pattern's keys with ~model.attention.KEY)"
+            f"{err} (model attention config {dict(config.attention)}; switch patterns as a whole: "
+            "model/attention=NAME on the command line, attention={'name': NAME, ...} in Python)"
         ) from err
     try:
         component.validate_length(config.seq_len)

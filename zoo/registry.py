@@ -11,14 +11,23 @@
 A variant is a function decorated with :func:`register_model`, named after the variant and returning
 a :class:`~zoo.model.ModelConfig`. It is the one source of truth: ``configs/model/<name>.yaml`` is
 generated from it (``python -m zoo.registry --write configs/model``; ``--check`` verifies, and so
-does ``tests/test_zoo_registry.py``). Each YAML holds ``name`` plus every field, so that Hydra
-overrides such as ``model.attention.name=fixed`` or ``model.half_ffn=false`` address existing keys,
-and :func:`build` starts from the registered variant and applies the YAML's fields on top.
+does ``tests/test_zoo_registry.py``). Each YAML holds ``name`` plus every field except ``attention``,
+which it selects through the pattern group ``configs/model/attention/`` (``model/attention=NAME``):
 
-Override rules: keys must be :class:`~zoo.model.ModelConfig` fields (else ``ValueError`` naming the
-key and the valid ones); ``attention=<dict>`` is merged into the variant's attention config when it
-names the same pattern (or none) and replaces it when it names another; ``"attention.<key>"``
-always merges one key.
+* a variant whose pattern is a pattern's defaults selects that pattern's YAML (``dense``);
+* a variant with its own values (``fixed``: stride 28, c=4) selects a generated *preset* of the group,
+  named after the values (``fixed_stride28_c4``: the ``fixed`` YAML plus ``stride: 28``, ``c: 4``),
+  so ``model=fixed`` keeps its values and ``model/attention=fixed`` gives the pattern's defaults.
+
+Either way a Hydra override ``model/attention=NAME`` replaces the whole attention node (no keys of
+the old pattern survive), in single runs and in ``-m`` sweeps; :func:`check_attention_node` rejects
+``model.attention.name=NAME``, which would keep the old pattern's keys, with a message showing the
+group syntax. :func:`build` starts from the registered variant and applies the YAML's fields on top.
+
+Override rules (Python API): keys must be :class:`~zoo.model.ModelConfig` fields (else
+``ValueError`` naming the key and the valid ones); ``attention=<dict>`` is merged into the variant's
+attention config when it names the same pattern (or none) and replaces it when it names another;
+``"attention.<key>"`` always merges one key.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import argparse
 import dataclasses
 import difflib
 import fnmatch
+import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -40,6 +50,12 @@ YAML_HEADER = (
     "# Generated from zoo.registry (variant `{name}`) by `python -m zoo.registry --write configs/model`.\n"
     "# Do not edit: change the registry; tests/test_zoo_registry.py checks that this file matches it.\n"
 )
+PRESET_HEADER = (
+    "# Generated from zoo.registry by `python -m zoo.registry --write configs/model`: the pattern of the\n"
+    "# variant(s) {variants}, i.e. `{pattern}` ({pattern}.yaml, the pattern's defaults) with the values below.\n"
+    "# Do not edit: change the registry; tests/test_zoo_registry.py checks that this file matches it.\n"
+)
+PATTERN_GROUP = "attention"  # configs/model/attention/: the pattern group of the model configs
 
 
 def register_model(fn: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
@@ -162,38 +178,176 @@ def build(spec: Any, **overrides: Any) -> SparseTransformer:
 
 
 # ---------------------------------------------------------------------------------- YAML mirror
+def canonical_attention(attention: Mapping[str, Any]) -> dict[str, Any]:
+    """``attention`` with every field of its pattern's config (its defaults filled in), ``num_heads`` left
+    out while unset: the form a Hydra-composed config has. Two dicts give the same pattern iff these agree."""
+    import attention_patterns as ap
+
+    full = dataclasses.asdict(ap.make_config(_plain(attention)))
+    if full.get("num_heads") is None:
+        full.pop("num_heads", None)
+    return full
+
+
+def _option_part(key: str, value: Any) -> str:
+    """One piece of a preset's name: ``stride28``, ``merged`` (a word value), ``no_flag``."""
+    if isinstance(value, bool):
+        return key if value else f"no_{key}"
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9]+", value):
+        return value
+    text = "-".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+    return key + re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
+
+
+def pattern_option(attention: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The option of the pattern group ``configs/model/attention/`` that gives ``attention``, and the values
+    that option sets beyond the pattern's defaults: ``("dense", {})`` or
+    ``("fixed_stride28_c4", {"stride": 28, "c": 4})`` (a preset named after its values, in field order)."""
+    import attention_patterns as ap
+
+    config = ap.make_config(_plain(attention))  # validates the keys and types
+    if config.num_heads is not None:
+        raise ValueError(f"attention.num_heads is set by the model (n_head); got {config.num_heads} in {attention}")
+    defaults = type(config)()
+    delta = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if f.name not in ("name", "num_heads") and getattr(config, f.name) != getattr(defaults, f.name)
+    }
+    if not delta:
+        return config.name, {}
+    return "_".join([config.name, *(_option_part(k, v) for k, v in delta.items())]), delta
+
+
+def _to_yaml(values: Mapping[str, Any]) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.create(dict(values)))
+
+
 def model_yaml_dict(name: str) -> dict[str, Any]:
-    """What ``configs/model/<name>.yaml`` holds: ``name`` plus every field of the variant."""
-    return {"name": name, **get_model_config(name).to_dict()}
+    """What ``configs/model/<name>.yaml`` holds besides its defaults list: ``name`` and every field but
+    ``attention`` (selected through the pattern group, :func:`pattern_option`)."""
+    fields = get_model_config(name).to_dict()
+    del fields["attention"]
+    return {"name": name, **fields}
 
 
 def model_yaml(name: str) -> str:
-    """Text of ``configs/model/<name>.yaml``."""
-    from omegaconf import OmegaConf
+    """Text of ``configs/model/<name>.yaml``: the pattern chosen through the group, then the fields."""
+    config = get_model_config(name)
+    option, delta = pattern_option(config.attention)
+    pattern = config.attention["name"]
+    if delta:
+        defaults = dataclasses.asdict(_pattern_defaults(pattern))
+        mine = ", ".join(f"{k}={v}" for k, v in delta.items())
+        theirs = ", ".join(f"{k}={defaults[k]}" for k in delta)
+        about = (
+            f"# Pattern: model/attention={option} = `{pattern}` with this variant's own values ({mine}); the group's\n"
+            f"# `{pattern}` alone has the pattern's defaults ({theirs}), so model/attention={pattern} is another model.\n"
+        )
+    else:
+        about = f"# Pattern: model/attention={option} (the pattern's defaults).\n"
+    about += (
+        "# Another pattern: model/attention=NAME (that pattern's defaults; nothing of this one is kept), one value:\n"
+        "# model.attention.KEY=VALUE (configs/model/attention/ lists the patterns and presets).\n"
+    )
+    defaults_list = f"defaults:\n  - {PATTERN_GROUP}: {option}\n  - _self_\n\n"
+    return YAML_HEADER.format(name=name) + about + defaults_list + _to_yaml(model_yaml_dict(name))
 
-    return YAML_HEADER.format(name=name) + OmegaConf.to_yaml(OmegaConf.create(model_yaml_dict(name)))
+
+def _pattern_defaults(pattern: str) -> Any:
+    import attention_patterns as ap
+
+    return ap.get_config(pattern)()
+
+
+def pattern_presets() -> dict[str, tuple[str, dict[str, Any], list[str]]]:
+    """The presets the variants need: ``{option: (pattern, values beyond its defaults, [variants])}``."""
+    presets: dict[str, tuple[str, dict[str, Any], list[str]]] = {}
+    for name in list_models():
+        attention = get_model_config(name).attention
+        option, delta = pattern_option(attention)
+        if delta:
+            presets.setdefault(option, (attention["name"], delta, []))[2].append(name)
+    return presets
+
+
+def preset_yaml(option: str) -> str:
+    """Text of ``configs/model/attention/<option>.yaml``: the pattern's YAML plus the preset's values."""
+    pattern, delta, variants = pattern_presets()[option]
+    header = PRESET_HEADER.format(variants=", ".join(variants), pattern=pattern)
+    return header + f"defaults:\n  - {pattern}\n  - _self_\n\n" + _to_yaml(delta)
+
+
+def _expected_files(folder: Path) -> dict[Path, str]:
+    files = {folder / f"{n}.yaml": model_yaml(n) for n in list_models()}
+    files.update({folder / PATTERN_GROUP / f"{o}.yaml": preset_yaml(o) for o in pattern_presets()})
+    return files
+
+
+def _obsolete_presets(folder: Path) -> list[Path]:
+    """Generated presets in ``folder/attention/`` that no variant uses any more."""
+    expected = set(pattern_presets())
+    group = folder / PATTERN_GROUP
+    first_line = PRESET_HEADER.splitlines()[0]
+    return sorted(
+        p
+        for p in group.glob("*.yaml")
+        if p.stem not in expected and p.read_text().startswith(first_line)
+    )
 
 
 def write_model_configs(folder: str | Path) -> list[Path]:
-    """Write ``<folder>/<name>.yaml`` for every variant; returns the paths."""
+    """Write ``<folder>/<name>.yaml`` for every variant and ``<folder>/attention/<preset>.yaml`` for every
+    preset they use (deleting generated presets no variant uses any more); returns the paths written."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    (folder / PATTERN_GROUP).mkdir(parents=True, exist_ok=True)
+    for path in _obsolete_presets(folder):
+        path.unlink()
     paths = []
-    for name in list_models():
-        path = folder / f"{name}.yaml"
-        path.write_text(model_yaml(name))
+    for path, text in _expected_files(folder).items():
+        path.write_text(text)
         paths.append(path)
     return paths
 
 
 def stale_model_configs(folder: str | Path) -> list[str]:
-    """Variants whose ``<folder>/<name>.yaml`` is missing or differs from the registry."""
+    """Files under ``folder`` that are missing, differ from the registry or are obsolete presets: variant
+    names (``strided``) and presets (``attention/fixed_stride28_c4``)."""
     folder = Path(folder)
-    return [
-        n
-        for n in list_models()
-        if not (folder / f"{n}.yaml").is_file() or (folder / f"{n}.yaml").read_text() != model_yaml(n)
+    stale = [
+        str(path.relative_to(folder).with_suffix(""))
+        for path, text in _expected_files(folder).items()
+        if not path.is_file() or path.read_text() != text
     ]
+    stale += [str(p.relative_to(folder).with_suffix("")) for p in _obsolete_presets(folder)]
+    return sorted(stale)
+
+
+def check_attention_node(model: Any) -> None:
+    """Reject a Hydra model node whose ``attention.name`` was changed without switching the pattern group.
+
+    The group's YAMLs are typed by their pattern's config class (schema), so a node typed ``StridedConfig``
+    named ``fixed`` comes from ``model.attention.name=fixed``: it would run ``fixed`` with the strided
+    pattern's values plus ``FixedConfig``'s defaults. Raises ``ValueError`` showing the group syntax.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    from attention_patterns.registry import config_name
+
+    node = model.get("attention") if isinstance(model, DictConfig) else None
+    if not isinstance(node, DictConfig):
+        return
+    typed_as = config_name(OmegaConf.get_type(node))
+    name = node.get("name")
+    if typed_as is not None and name != typed_as:
+        raise ValueError(
+            f"model.attention.name={name} renames the {typed_as!r} pattern's config without replacing its keys "
+            f"(it would keep {typed_as}'s values and mix in {name}'s defaults). Switch the pattern through its group: "
+            f"model/attention={name} (its defaults; with -m, e.g. -m model/attention={typed_as},{name}), then change "
+            f"single values with model.attention.KEY=VALUE"
+        )
 
 
 def model_summary(name: str) -> dict[str, Any]:

@@ -755,8 +755,9 @@ def build_from_config(cfg: Any) -> tuple[nn.Module, DataBundle]:
     so any model config runs on any data set its attention pattern can serve.
     """
     from .data import build_data
-    from .registry import build
+    from .registry import build, check_attention_node
 
+    check_attention_node(cfg.model)  # model.attention.name=X without the group: one clear error
     data_options = dict(_container(cfg.data))
     data = build_data(data_options.pop("name"), **data_options)
     model_spec = _container(cfg.model)
@@ -775,7 +776,9 @@ def run(cfg: Any, run_dir: str | os.PathLike | None) -> dict[str, Any]:
     """
     from .distributed import cleanup, init_distributed
     from .loggers import build_logger
+    from .run_record import RunRecord
 
+    started = time.perf_counter()
     env = init_distributed()
     started_group = env.enabled
     try:
@@ -787,8 +790,10 @@ def run(cfg: Any, run_dir: str | os.PathLike | None) -> dict[str, Any]:
             seed_everything(int(cfg.seed) + 7919 * env.rank)
         n_params = count_parameters(model)
         log.info(
-            "model %s: %s parameters; data %s: %d train / %d val / %d test sequences of %d bytes; %d process(es)",
+            "model %s (attention %s): %s parameters; data %s: %d train / %d val / %d test sequences of %d bytes; "
+            "%d process(es)",
             resolved["model"].get("name", "?"),
+            ", ".join(f"{k}={v}" for k, v in model.config.attention.items() if v is not None),
             f"{n_params:,}",
             data.name,
             len(data.train),
@@ -802,9 +807,18 @@ def run(cfg: Any, run_dir: str | os.PathLike | None) -> dict[str, Any]:
             if env.is_main
             else NullLogger()
         )
+        # overrides, resolved model and data, wall time, val curve -> metrics.json (zoo.run_record)
+        record = RunRecord(cfg, model, data, started=started) if env.is_main else None
         try:
             trainer = Trainer(
-                model, data, trainer_config, run_dir, logger, extra_state={"config": resolved}, env=env
+                model,
+                data,
+                trainer_config,
+                run_dir,
+                logger,
+                extra_state={"config": resolved},
+                env=env,
+                callbacks=[record] if record is not None else [],
             )
             metrics = trainer.fit()
         finally:
