@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.save:
         for row in table["rows"]:  # folders of this machine's sweep: not useful in the docs
             row.pop("runs", None)
-        data = {"table": table, "plot": str(Path(args.plot).resolve().relative_to(REPO)) if args.plot else None}
+        plot = Path(args.plot).resolve()
+        data = {
+            "table": table,
+            "plot": str(plot.relative_to(REPO)) if plot.is_relative_to(REPO) else str(plot),
+        }
         print(f"wrote {doc_results.save(args.save, data, renderer='collect:render')}")
     return 0
 

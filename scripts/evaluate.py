@@ -327,6 +327,9 @@ def format_table(result: Mapping[str, Any]) -> str:
 
 def evaluate_config(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate as the composed ``configs/evaluate.yaml`` says; the result of :func:`evaluate_checkpoint`."""
+    unknown = sorted(set(cfg) - set(KEYS))
+    if unknown:
+        raise EvaluationError(f"unknown argument(s) {unknown}; valid keys are {list(KEYS)}")
     if cfg.get("checkpoint") in (None, ""):
         raise EvaluationError("checkpoint=PATH is required (a checkpoint file or a run folder)")
     split = cfg.get("split", "test")

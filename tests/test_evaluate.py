@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -233,3 +234,69 @@ def test_weights_that_do_not_fit_the_stored_model(trained: dict[str, Any], tmp_p
     with pytest.raises(RuntimeError, match=f"checkpoint {path} does not match this run's model") as info:
         ev.evaluate_checkpoint(path, "test")
     assert "weight shapes differ" in str(info.value)
+
+
+# --------------------------------------------------------------------------------- Hydra command line
+def test_arguments_become_hydra_overrides_of_configs_evaluate_yaml() -> None:
+    assert ev.hydra_overrides(["checkpoint=a.pt", "split=val,test", "data.root=/d", "model.checkpoint_every=1"]) == [
+        "checkpoint=a.pt",
+        "split=[val,test]",  # several splits in one job
+        "++data.root=/d",  # added to the run's data config, whatever keys it has
+        "++model.checkpoint_every=1",
+    ]
+    assert ev.hydra_overrides(["-m", "checkpoint=a.pt,b.pt", "--cfg", "job", "hydra.sweep.dir=x"]) == [
+        "-m",
+        "checkpoint=a.pt,b.pt",  # a sweep: one job per checkpoint
+        "--cfg",
+        "job",
+        "hydra.sweep.dir=x",
+    ]
+    with pytest.raises(ev.EvaluationError, match=re.escape("could not parse the argument 'split=[val'")):
+        ev.hydra_overrides(["split=[val"])
+
+
+def test_help_shows_the_config_and_examples() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "bits per dim of a trained checkpoint" in proc.stdout
+    assert "-m checkpoint=runs/a,runs/b" in proc.stdout
+    for key in ("checkpoint: null", "split: test", "examples: null", "data: {}", "output: null"):
+        assert key in proc.stdout
+    assert "model/attention" not in proc.stdout  # the train config's groups are not listed here
+
+
+def test_multirun_over_checkpoints_gives_each_its_own_numbers(trained: dict[str, Any], tmp_path: Path) -> None:
+    """-m checkpoint=a,b: one job per checkpoint, each number equal to that checkpoint's own reference."""
+    other = tmp_path / "other.pt"
+    state = torch.load(trained["checkpoint"], weights_only=False)
+    state["model"] = {k: v * 0.5 if v.is_floating_point() else v for k, v in state["model"].items()}
+    torch.save(state, other)
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "-m", f"checkpoint={trained['checkpoint']},{other}", f"hydra.sweep.dir={sweep}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    first, second = (json.loads((sweep / str(i) / "evaluation.json").read_text()) for i in (0, 1))
+    assert first["checkpoint"] == str(trained["checkpoint"]) and second["checkpoint"] == str(other)
+    assert first["rows"][0]["bits_per_dim"] == pytest.approx(trained["metrics"]["test_bpd"], rel=1e-6)
+    assert second["rows"][0]["bits_per_dim"] == pytest.approx(_reference_bpd(other, "test"), rel=1e-5)
+    assert second["rows"][0]["bits_per_dim"] != pytest.approx(first["rows"][0]["bits_per_dim"], rel=1e-3)
+    assert proc.stdout.count("split  examples  bits/dim") == 2
+    assert not (REPO_ROOT / "evaluate.log").exists() and not (REPO_ROOT / ".hydra").exists()
+
+
+def test_hydra_errors_are_one_line(trained: dict[str, Any], capsys: pytest.CaptureFixture) -> None:
+    assert ev.main([f"checkpoint={trained['checkpoint']}", "split=[val"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: could not parse the argument") and err.count("\n") == 1
+    assert ev.main([f"checkpoint={trained['checkpoint']}", "+bogus=1"]) == 2  # added with +: still unknown
+    assert "unknown argument(s) ['bogus']" in capsys.readouterr().err
+    assert ev.main([f"checkpoint={trained['checkpoint']}", "hydra.bogus=1"]) == 2  # Hydra's own check
+    err = capsys.readouterr().err
+    assert err.startswith("error: Could not override 'hydra.bogus'") and err.count("\n") == 1

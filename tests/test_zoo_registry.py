@@ -209,18 +209,6 @@ def test_every_variant_has_a_yaml_equal_to_its_registry_entry():
     assert registry.main(["--check", str(MODEL_DIR)]) == 0
 
 
-def test_a_pattern_switch_gives_exactly_that_patterns_defaults():
-    """model/attention=NAME replaces the whole attention node, from every variant (with or without a preset)."""
-    import attention_patterns as ap
-
-    for name in list_models():
-        for pattern in ap.list_attentions():
-            node = compose_model(f"+model={name}", f"model/attention={pattern}").model.attention
-            assert OmegaConf.to_container(node) == dataclasses.asdict(ap.get_config(pattern)()), (name, pattern)
-    kept = compose_model("+model=fixed").model.attention  # no switch: the variant's own values
-    assert (kept.name, kept.stride, kept.c) == ("fixed", 28, 4)
-
-
 def test_stale_yaml_is_detected(tmp_path):
     registry.write_model_configs(tmp_path)
     assert registry.stale_model_configs(tmp_path) == []

@@ -28,7 +28,11 @@ from typing import Any
 
 #: (column, metrics.json key, digits) of the measured columns, in table order
 METRICS = (
-    ("parameters", "num_params", 0),
+    (
+        "parameters",
+        "num_params",
+        0,
+    ),  # no +- for these two when the seeds agree (they do unless settings differ)
     ("steps", "step", 0),
     ("wall time (s)", "wall_time_s", 0),
     ("train tokens/s", "tokens_per_s", 0),
@@ -87,7 +91,11 @@ def find_runs(paths: Sequence[str | Path]) -> list[Run]:
         root = Path(given)
         if not root.exists():
             raise FileNotFoundError(f"{root} does not exist")
-        files = [root / "metrics.json"] if (root / "metrics.json").is_file() else sorted(root.rglob("metrics.json"))
+        files = (
+            [root / "metrics.json"]
+            if (root / "metrics.json").is_file()
+            else sorted(root.rglob("metrics.json"))
+        )
         if not files:
             raise FileNotFoundError(
                 f"{root} holds no metrics.json: give a training run's folder or a folder above run folders "
@@ -119,7 +127,9 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not values:
         return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+    if len(values) == 1:
+        return values[0], None
+    return statistics.fmean(values), statistics.stdev(values)  # sample standard deviation (n - 1)
 
 
 def table(runs: Sequence[Run]) -> dict[str, Any]:
@@ -147,12 +157,14 @@ def table(runs: Sequence[Run]) -> dict[str, Any]:
     return {"keys": setting_keys, "common": common_overrides(runs), "rows": rows, "runs": len(runs)}
 
 
-def _cell(value: Mapping[str, Any], digits: int) -> str:
+def _cell(value: Mapping[str, Any], digits: int, column: str = "") -> str:
     mean, std = value.get("mean"), value.get("std")
     if mean is None:
         return "-"
     text = f"{mean:,.{digits}f}"
-    return text if std is None else f"{text} +- {std:,.{digits}f}"
+    if std is None or (std == 0 and column in ("parameters", "steps")):
+        return text
+    return f"{text} +- {std:,.{digits}f}"
 
 
 def markdown(data: Mapping[str, Any]) -> str:
@@ -167,7 +179,7 @@ def markdown(data: Mapping[str, Any]) -> str:
         cells = [f"`{row['settings'][k]}`" if row["settings"][k] is not None else "-" for k in data["keys"]]
         if multi_seed:
             cells.append(", ".join(str(s) for s in row["seeds"]))
-        cells += [_cell(row[c], digits) for c, _, digits in METRICS]
+        cells += [_cell(row[c], digits, c) for c, _, digits in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -218,7 +230,9 @@ def plot(runs: Sequence[Run], path: str | Path, title: str | None = None) -> Pat
         )
     if not seen:
         plt.close(fig)
-        raise ValueError("no run has a val_curve (runs recorded by zoo.run_record with trainer.eval_every > 0)")
+        raise ValueError(
+            "no run has a val_curve (runs recorded by zoo.run_record with trainer.eval_every > 0)"
+        )
     ax.set_xlabel("training time (s, evaluations excluded)")
     ax.set_ylabel("val bits/dim")
     ax.set_title(title or "val bits/dim against training time")

@@ -141,7 +141,11 @@ class RunRecord(Callback):
             "choices": (self.context or {}).get("choices"),
             "sweep": (self.context or {}).get("sweep"),
             "seed": int(cfg.seed) if "seed" in cfg else None,
-            "model": {"name": name, "parameters": sum(p.numel() for p in model.parameters()), **config.to_dict()},
+            "model": {
+                "name": name,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                **config.to_dict(),
+            },
             "data_summary": data_summary(data),
         }
         self.curve: list[dict[str, float]] = []
@@ -153,10 +157,11 @@ class RunRecord(Callback):
         """Add the record to ``metrics`` (the dict :meth:`Trainer.fit` returns) and rewrite ``metrics.json``."""
         curve = list(self.curve)
         if "val_bpd" in metrics:  # the whole val split at the end
-            curve.append({"step": trainer.step, "time_s": trainer.train_time_s, "val_bpd": metrics["val_bpd"]})
+            curve.append(
+                {"step": trainer.step, "time_s": trainer.train_time_s, "val_bpd": metrics["val_bpd"]}
+            )
         record = {**self.static, "wall_time_s": time.perf_counter() - self.started, "val_curve": curve}
         if isinstance(metrics, dict):
             metrics.update(record)
         if trainer.run_dir is not None:
             trainer.write_metrics({**metrics, **record})
-
