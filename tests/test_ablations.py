@@ -276,3 +276,22 @@ def test_sweep_then_collect_prints_the_four_row_table(tmp_path):
     assert "`trainer=smoke`" in out.stdout  # the shared overrides above the table
     assert len((tmp_path / "t.csv").read_text().splitlines()) == 5
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_wandb_runs_of_a_sweep_share_a_group_and_are_named_after_their_overrides():
+    from zoo.run_record import hydra_context, name_sweep_runs
+
+    assert hydra_context() is None  # outside a Hydra app: nothing is known, nothing is invented
+    context = {"overrides": ["model/attention=fixed", "model.half_ffn=true"], "sweep": {"dir": "multirun/x", "job": 1}}
+    cfg = compose("train", ["logger=wandb"])
+    name_sweep_runs(cfg, context)
+    assert (cfg.logger.group, cfg.logger.run_name) == ("multirun/x", "model/attention=fixed model.half_ffn=true")
+    mine = compose("train", ["logger=wandb", "logger.group=mine", "logger.run_name=run-a"])
+    name_sweep_runs(mine, context)
+    assert (mine.logger.group, mine.logger.run_name) == ("mine", "run-a")  # set by the user: kept
+    single = compose("train", ["logger=wandb"])
+    name_sweep_runs(single, {**context, "sweep": None})  # a single run: named, no group
+    assert single.logger.group is None and single.logger.run_name.startswith("model/attention=fixed")
+    quiet = compose("train")
+    name_sweep_runs(quiet, context)
+    assert quiet.logger == {"name": "none"}

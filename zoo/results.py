@@ -154,7 +154,14 @@ def table(runs: Sequence[Run]) -> dict[str, Any]:
             mean, std = _mean_std([m.metrics.get(key) for m in members])
             row[column] = {"mean": mean, "std": std}
         rows.append(row)
-    return {"keys": setting_keys, "common": common_overrides(runs), "rows": rows, "runs": len(runs)}
+    loads = [x for r in runs for x in (r.metrics.get("load_average") or []) if x is not None]
+    return {
+        "keys": setting_keys,
+        "common": common_overrides(runs),
+        "rows": rows,
+        "runs": len(runs),
+        "load_average": [min(loads), max(loads)] if loads else None,  # 1-minute, at the runs' starts and ends
+    }
 
 
 def _cell(value: Mapping[str, Any], digits: int, column: str = "") -> str:
@@ -181,6 +188,9 @@ def markdown(data: Mapping[str, Any]) -> str:
             cells.append(", ".join(str(s) for s in row["seeds"]))
         cells += [_cell(row[c], digits, c) for c, _, digits in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
+    if data.get("load_average"):
+        low, high = data["load_average"]
+        lines += ["", f"Load average (1 minute) at the starts and ends of the runs: {low:.1f} to {high:.1f}."]
     return "\n".join(lines) + "\n"
 
 
@@ -202,7 +212,9 @@ def to_csv(data: Mapping[str, Any]) -> str:
 
 
 def plot(runs: Sequence[Run], path: str | Path, title: str | None = None) -> Path:
-    """Val bits/dim against training time (``val_curve`` of each run), one colour per table row; PNG."""
+    """Val bits/dim of each run (its ``val_curve``) against the training sequences seen (left; the same for
+    any machine) and against training time (right; depends on the machine and its load), one colour per
+    row of the table (seeds of one setting share it); saved as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,7 +222,8 @@ def plot(runs: Sequence[Run], path: str | Path, title: str | None = None) -> Pat
 
     keys = [k for k in swept_keys(runs) if k != SEED_KEY]
     colours = plt.get_cmap("tab10").colors
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    styles = ["-", "--", ":", "-."]
+    fig, (by_data, by_time) = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
     seen: dict[tuple[Any, ...], Any] = {}
     for run in runs:
         setting = tuple(run.overrides.get(k) for k in keys)
@@ -218,32 +231,42 @@ def plot(runs: Sequence[Run], path: str | Path, title: str | None = None) -> Pat
         if not curve:
             continue
         first = setting not in seen
-        colour = seen.setdefault(setting, colours[len(seen) % len(colours)])
-        label = " ".join(f"{k.split('.')[-1].split('/')[-1]}={v}" for k, v in zip(keys, setting)) or run.label
-        ax.plot(
-            [p["time_s"] for p in curve],
-            [p["val_bpd"] for p in curve],
-            marker="o",
-            markersize=3,
-            color=colour,
-            label=label if first else None,
+        index = seen.setdefault(setting, len(seen))
+        style = {
+            "color": colours[index % len(colours)],
+            "linestyle": styles[(index // len(colours)) % len(styles)],
+            "marker": "o",
+            "markersize": 3,
+        }
+        label = " ".join(f"{_short(k)}={v}" for k, v in zip(keys, setting)) or run.label
+        values = [p["val_bpd"] for p in curve]
+        by_data.plot(
+            [p.get("sequences", p["step"]) for p in curve], values, label=label if first else None, **style
         )
+        by_time.plot([p["time_s"] for p in curve], values, **style)
     if not seen:
         plt.close(fig)
         raise ValueError(
             "no run has a val_curve (runs recorded by zoo.run_record with trainer.eval_every > 0)"
         )
-    ax.set_xlabel("training time (s, evaluations excluded)")
-    ax.set_ylabel("val bits/dim")
-    ax.set_title(title or "val bits/dim against training time")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    by_data.set_xlabel("training sequences seen")
+    by_data.set_ylabel("val bits/dim")
+    by_time.set_xlabel("training time (s, evaluations excluded)")
+    for ax in (by_data, by_time):
+        ax.grid(alpha=0.3)
+    by_data.legend(fontsize=8)
+    fig.suptitle(title or "val bits/dim while training")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _short(key: str) -> str:
+    """``model.attention.stride`` -> ``stride``, ``model/attention`` -> ``attention``: legend labels."""
+    return key.replace("/", ".").split(".")[-1]
 
 
 def build_parser(prog: str = "python -m zoo.results") -> argparse.ArgumentParser:

@@ -9,9 +9,12 @@ tokens/s, parameter count and val/test bits per dim):
   ``sweep`` (the sweep folder and job number, in a multirun) and ``seed``;
 * ``model``: the resolved model config (every field, the attention pattern with all its values) with its
   ``name`` and ``parameters``; ``data_summary``: the data set's name, shape and split sizes;
-* ``wall_time_s``: data loading, model building, training and every evaluation, as a user waits for it;
-* ``val_curve``: ``{step, time_s, val_bpd}`` after every periodic validation (``time_s`` = training time
-  so far, evaluations excluded) and at the end (the whole val split), for plots of bits/dim against time.
+* ``wall_time_s``: data loading, model building, training and every evaluation, as a user waits for it,
+  and ``load_average``: the machine's 1-minute load average at the start and at the end (times measured
+  on a shared machine are only comparable at similar load);
+* ``val_curve``: ``{step, sequences, time_s, val_bpd}`` after every periodic validation (``sequences``
+  = training sequences seen, ``time_s`` = training time so far, evaluations excluded) and at the end
+  (the whole val split), for plots of bits/dim against data and against time.
 
 It also says, in one warning line, when the run's setting gives the same model as another setting of the
 same axis (:func:`vacuous_settings`), e.g. ``model.embedding=attention`` when the stride equals the
@@ -22,6 +25,7 @@ image width: then an ablation between the two would train the same model twice. 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -80,21 +84,28 @@ def vacuous_settings(config: Any, reference_embedding: str | None = None) -> lis
     with stride ``l`` is ``[ceil(n / l), l]``, the data embedding of a ``[H, W]`` image with ``W = l`` too
     (the default data: 28 x 28 with stride 28); ``absolute`` is ``data`` for a 1-D stream.
     """
+    from .embeddings import attention_stride, embedding_sizes
     from .model import build_component
 
     kind = config.embedding
     if reference_embedding is not None and kind == reference_embedding:
         return []
-    same = equivalent_embeddings(
-        kind, config.seq_len, list(config.data_shape), build_component(config).config
-    )
+    pattern = build_component(config).config
+    same = equivalent_embeddings(kind, config.seq_len, list(config.data_shape), pattern)
     if not same:
         return []
+    sizes = embedding_sizes(kind, config.seq_len, list(config.data_shape), pattern)
+    try:
+        stride = f", attention stride {attention_stride(pattern)}"
+    except ValueError:
+        stride = ""
     others = " or ".join(f"model.embedding={s}" for s in same)
+    alternatives = [e for e in ("data", "attention", "absolute") if e != kind and e not in same]
     return [
-        f"model.embedding={kind} gives the same model as {others} here (the same position tables: seq_len "
-        f"{config.seq_len}, data_shape {list(config.data_shape)}, attention {dict(config.attention)}); "
-        "an ablation between them trains one model twice - change the stride or compare with another embedding"
+        f"model.embedding={kind} gives the same model as {others} here: the same position tables {sizes} "
+        f"(seq_len {config.seq_len}, data_shape {list(config.data_shape)}{stride}), so an ablation between "
+        f"them trains one model twice; compare with model.embedding={alternatives[0] if alternatives else '...'}"
+        " or change the stride"
     ]
 
 
@@ -149,19 +160,40 @@ class RunRecord(Callback):
             "data_summary": data_summary(data),
         }
         self.curve: list[dict[str, float]] = []
+        self.load_start = _load_average()
+
+    @staticmethod
+    def _point(trainer: Trainer, val_bpd: float) -> dict[str, float]:
+        return {
+            "step": trainer.step,
+            "sequences": trainer.tokens_seen // max(int(trainer.data.seq_len), 1),
+            "time_s": trainer.train_time_s,
+            "val_bpd": val_bpd,
+        }
 
     def on_evaluation(self, trainer: Trainer, step: int, val_bpd: float) -> None:
-        self.curve.append({"step": step, "time_s": trainer.train_time_s, "val_bpd": val_bpd})
+        self.curve.append(self._point(trainer, val_bpd))
 
     def on_fit_end(self, trainer: Trainer, metrics: Mapping[str, Any]) -> None:
         """Add the record to ``metrics`` (the dict :meth:`Trainer.fit` returns) and rewrite ``metrics.json``."""
         curve = list(self.curve)
         if "val_bpd" in metrics:  # the whole val split at the end
-            curve.append(
-                {"step": trainer.step, "time_s": trainer.train_time_s, "val_bpd": metrics["val_bpd"]}
-            )
-        record = {**self.static, "wall_time_s": time.perf_counter() - self.started, "val_curve": curve}
+            curve.append(self._point(trainer, metrics["val_bpd"]))
+        record = {
+            **self.static,
+            "wall_time_s": time.perf_counter() - self.started,
+            "load_average": [self.load_start, _load_average()],
+            "val_curve": curve,
+        }
         if isinstance(metrics, dict):
             metrics.update(record)
         if trainer.run_dir is not None:
             trainer.write_metrics({**metrics, **record})
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover - Windows
+        return None
