@@ -2,7 +2,8 @@
 
     python scripts/train.py                                   # the embedded default: Fashion-MNIST, strided
     python scripts/train.py model=strided_half                # another registered variant
-    python scripts/train.py model.attention.name=fixed        # one ablation override
+    python scripts/train.py model/attention=fixed             # another pattern (its defaults), one override
+    python scripts/train.py -m model/attention=strided,fixed model.half_ffn=false,true   # a sweep: 4 runs
     python scripts/train.py experiment=fashion_mnist_fixed    # a delta from configs/experiment/
     python scripts/train.py trainer=smoke logger=wandb        # a few steps, logged offline to wandb
     python scripts/train.py trainer.precision=bf16            # mixed precision (fp16: dynamic loss scaling)
@@ -10,8 +11,9 @@
                                                               # resumable: rerun the same line after a crash
     torchrun --standalone --nproc_per_node=4 scripts/train.py # DDP: same global batch, 4 processes
 
-Writes ``metrics.json``, ``checkpoints/`` and ``train.log`` to Hydra's run folder (``outputs/DATE/TIME``)
-and ends by printing the test bits per dim. Under ``torchrun`` every rank runs this script; only rank 0
+Writes ``metrics.json`` (with the overrides, the resolved model and data: :mod:`zoo.run_record`;
+``scripts/collect.py`` tabulates runs and sweeps), ``checkpoints/`` and ``train.log`` to Hydra's run folder
+(``outputs/DATE/TIME``, ``multirun/DATE/TIME/N`` under ``-m``) and ends by printing the test bits per dim. Under ``torchrun`` every rank runs this script; only rank 0
 writes files, logs above warnings and prints. ``trainer.resume=auto`` looks for checkpoints in the run
 folder, so give resumable runs a fixed ``hydra.run.dir`` (Hydra's default folder is new every run).
 """

@@ -84,6 +84,23 @@ def test_the_pattern_group_composes_with_experiments():
         compose("train", ["experiment=enwik8_smoke", "model/attention=strided"])
 
 
+def test_an_experiment_can_switch_the_pattern_in_its_defaults(tmp_path):
+    import shutil
+
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    configs = tmp_path / "configs"
+    shutil.copytree(REPO_ROOT / "configs", configs)
+    (configs / "experiment" / "local_rows.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /model/attention: local\n\nmodel:\n  attention:\n    window: 56\n"
+    )
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        for model in ("strided", "fixed"):
+            cfg = hydra_compose("train", [f"model={model}", "experiment=local_rows"])
+            assert OmegaConf.to_container(cfg.model.attention) == {"name": "local", "window": 56, "num_heads": None}
+
+
 def test_renaming_the_pattern_fails_showing_the_group_syntax():
     cfg = compose("train", ["model.attention.name=fixed", *TINY_DATA, *TINY_MODEL])
     with pytest.raises(ValueError) as info:
