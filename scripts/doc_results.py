@@ -97,7 +97,7 @@ def load(name: str) -> dict[str, Any]:
     path = RESULTS_DIR / f"{name}.json"
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path.relative_to(REPO)} does not exist: run the script that writes result {name!r} "
+            f"{path.relative_to(REPO) if path.is_relative_to(REPO) else path} does not exist: run the script that writes result {name!r} "
             "(see the command of the page that shows it)"
         )
     return json.loads(path.read_text())
