@@ -300,7 +300,7 @@ def test_train_script_end_to_end(tmp_path):
         sys.executable,
         "scripts/train.py",
         *SMOKE,
-        "model.attention.name=fixed",
+        "model/attention=fixed",  # the pattern group: fixed with its defaults
         f"hydra.run.dir={tmp_path}",
     ]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
