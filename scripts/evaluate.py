@@ -402,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 os.environ["HYDRA_FULL_ERROR"] = saved_env
             GlobalHydra.instance().clear()
+            HydraConfig.instance().cfg = None  # no stale job config left in this process
 
     try:
         return report_user_errors(launch)

@@ -300,3 +300,11 @@ def test_hydra_errors_are_one_line(trained: dict[str, Any], capsys: pytest.Captu
     assert ev.main([f"checkpoint={trained['checkpoint']}", "hydra.bogus=1"]) == 2  # Hydra's own check
     err = capsys.readouterr().err
     assert err.startswith("error: Could not override 'hydra.bogus'") and err.count("\n") == 1
+
+
+def test_an_in_process_run_leaves_no_hydra_state(trained: dict[str, Any]) -> None:
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    assert ev.main([f"checkpoint={trained['checkpoint']}", "examples=2"]) == 0
+    assert not HydraConfig.initialized() and not GlobalHydra.instance().is_initialized()
