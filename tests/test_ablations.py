@@ -291,6 +291,7 @@ def test_sweep_then_collect_prints_the_four_row_table(tmp_path):
     ]
     assert f"{record['test_bpd']:.4f}" in rows[3]
     assert "`trainer=smoke`" in out.stdout  # the shared overrides above the table
+    assert "Sweep: `python scripts/train.py -m model/attention=strided,fixed model.embedding=data,absolute" in out.stdout
     assert len((tmp_path / "t.csv").read_text().splitlines()) == 5
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -123,6 +123,21 @@ def common_overrides(runs: Sequence[Run]) -> dict[str, str]:
     return {k: v for k, v in first.items() if all(r.overrides.get(k) == v for r in runs[1:])}
 
 
+def sweep_commands(runs: Sequence[Run]) -> list[str]:
+    """The ``-m`` commands that made the runs' sweeps, rebuilt from each sweep folder's ``multirun.yaml``."""
+    from omegaconf import OmegaConf
+
+    commands: list[str] = []
+    for folder in dict.fromkeys(str((r.metrics.get("sweep") or {}).get("dir", "")) for r in runs):
+        path = Path(folder) / "multirun.yaml"
+        if not folder or not path.is_file():
+            continue
+        overrides = OmegaConf.load(path).hydra.overrides
+        extra = [o for o in overrides.hydra if o != "hydra.mode=MULTIRUN"]
+        commands.append(" ".join(["python scripts/train.py -m", *overrides.task, *extra]))
+    return commands
+
+
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not values:
@@ -160,6 +175,7 @@ def table(runs: Sequence[Run]) -> dict[str, Any]:
         "common": common_overrides(runs),
         "rows": rows,
         "runs": len(runs),
+        "sweeps": sweep_commands(runs),
         "load_average": [min(loads), max(loads)] if loads else None,  # 1-minute, at the runs' starts and ends
     }
 
@@ -178,7 +194,9 @@ def markdown(data: Mapping[str, Any]) -> str:
     """The table of :func:`table` in markdown, with the shared overrides in a line above it."""
     multi_seed = any(len(r["seeds"]) > 1 for r in data["rows"])
     header = [*data["keys"], *(["seeds"] if multi_seed else []), *(c for c, _, _ in METRICS)]
-    lines = []
+    lines = [f"Sweep: `{command}`" for command in data.get("sweeps") or []]
+    if lines:
+        lines.append("")
     if data["common"]:
         lines += ["Shared by every run: " + " ".join(f"`{k}={v}`" for k, v in data["common"].items()), ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
