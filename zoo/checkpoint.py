@@ -127,12 +127,45 @@ def _write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) ->
     return path
 
 
+class _RecordingWriter:
+    """A file object for ``torch.save`` that remembers the ``OSError`` of a failed write.
+
+    ``torch.save`` turns a failed write of its output stream into a ``RuntimeError`` ("unexpected
+    pos ..."); :func:`save_atomic` raises the recorded ``OSError`` (e.g. ``ENOSPC``) instead.
+    """
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save(obj)`` to ``path`` via a temporary file in the same folder, fsync and ``os.replace``.
 
-    On any failure the temporary file is removed and whatever was at ``path`` before is untouched.
+    On any failure the temporary file is removed and whatever was at ``path`` before is untouched; a
+    failed write (a full disk) raises its ``OSError``.
     """
-    return _write_atomic(path, lambda fh: torch.save(obj, fh))
+
+    def write(fh: BinaryIO) -> None:
+        out = _RecordingWriter(fh)
+        try:
+            torch.save(obj, out)
+        except RuntimeError:
+            if out.error is not None:
+                raise out.error from None
+            raise
+
+    return _write_atomic(path, write)
 
 
 def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
@@ -168,8 +201,9 @@ def _is_numpy_array_global(name: str) -> bool:
 
 
 def _unreadable(path: Path, err: BaseException) -> CheckpointError:
+    reason = (str(err).splitlines() or [""])[0].split(". ")[0]  # torch's first sentence
     return CheckpointError(
-        f"checkpoint {path} could not be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+        f"checkpoint {path} could not be read ({type(err).__name__}: {reason}); "
         "it may be corrupt (e.g. truncated by a full disk or an interrupted copy)"
     )
 
@@ -190,10 +224,9 @@ def _load_refused(path: Path, map_location: Any, mmap: bool, err: BaseException)
             raise _unreadable(path, again) from again
     foreign = [n for n in names if not _is_numpy_array_global(n)]
     raise UnsafeCheckpointError(
-        f"refusing to open {path}: its pickle refers to {foreign}, code that unpickling would import and "
-        "call. A checkpoint of this library holds only tensors and plain values, so this file was written by "
-        "other code or was tampered with; it was not opened (torch.load with weights_only=True) and nothing "
-        "in it ran. Use checkpoints from sources you trust."
+        f"refusing to open {path}: its pickle refers to {foreign}, code that unpickling would run; nothing in "
+        "it ran (torch.load with weights_only=True). Checkpoints of this library hold tensors and plain values "
+        "only: this file was written by other code, or altered."
     ) from err
 
 
@@ -251,7 +284,9 @@ def check_library_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) 
             f"{list(READABLE_VERSIONS)} (a newer version of the library wrote it?)"
         )
     if "model" not in state:
-        raise CheckpointError(f"checkpoint {path} holds no model weights ('model' entry); keys: {sorted(state)}")
+        raise CheckpointError(
+            f"checkpoint {path} holds no model weights ('model' entry); keys: {sorted(state)}"
+        )
 
 
 def check_format(state: Mapping[str, Any], path: str | os.PathLike) -> None:

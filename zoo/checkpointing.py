@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,6 +53,9 @@ from .checkpoint import (
 from .distributed import DistEnv, broadcast_object
 
 log = logging.getLogger(__name__)
+
+#: the temporary file of an interrupted write (zoo.checkpoint._write_atomic), never renamed into place
+TEMPORARY_FILE = re.compile(r"^\.(step_\d+|best)\.pt\..+\.tmp$")
 
 
 @dataclass(frozen=True)
@@ -89,9 +93,23 @@ def inspect(path: Path, expect_step: int | None = None) -> Candidate:
         return Candidate(path, problem=str(err))
     step = int(state["step"])
     if expect_step is not None and step != expect_step:
-        return Candidate(path, problem=f"checkpoint {path} holds step {step}, not the {expect_step} of its name")
+        return Candidate(
+            path, problem=f"checkpoint {path} holds step {step}, not the {expect_step} of its name"
+        )
     val = state.get("val_bpd")
     return Candidate(path, step=step, val_bpd=float(val) if val is not None else None)
+
+
+def remove_temporary_files(directory: Path) -> list[Path]:
+    """Delete the temporary files that writes killed before their rename left in ``directory``."""
+    removed = [p for p in directory.iterdir() if TEMPORARY_FILE.match(p.name)] if directory.is_dir() else []
+    for path in removed:
+        path.unlink(missing_ok=True)
+    if removed:
+        log.info(
+            "removed %d temporary file(s) of interrupted checkpoint writes in %s", len(removed), directory
+        )
+    return removed
 
 
 def existing_checkpoints(directory: Path) -> list[Path]:
@@ -213,6 +231,7 @@ class CheckpointPolicy:
                     f"{self.directory} away."
                 }
             return {}
+        remove_temporary_files(self.directory)
         try:
             plan = plan_resume(self.directory)
         except CheckpointError as err:
@@ -228,7 +247,10 @@ class CheckpointPolicy:
                 plan.step,
                 plan.reason,
             )
-        return {"path": str(plan.path) if plan.path else None, "unreadable": [str(c.path) for c in plan.unreadable]}
+        return {
+            "path": str(plan.path) if plan.path else None,
+            "unreadable": [str(c.path) for c in plan.unreadable],
+        }
 
     def open(
         self,
@@ -279,7 +301,9 @@ class CheckpointPolicy:
                     "step": int(best["step"]),
                 }
             except CheckpointError as err:
-                log.warning("%s is unreadable and will be replaced by this run's best: %s", self.best_path, err)
+                log.warning(
+                    "%s is unreadable and will be replaced by this run's best: %s", self.best_path, err
+                )
         record = broadcast_object(record, self.env)
         if not record or record.get("val_bpd") is None:
             return bar
@@ -332,4 +356,8 @@ class CheckpointPolicy:
         """``metrics.json`` entries: the best val bits/dim, its step and the examples it was measured on."""
         if self.best_step is None or math.isinf(best_val):
             return {}
-        return {"best_val_bpd": best_val, "best_step": self.best_step, "best_val_sequences": selection.examples}
+        return {
+            "best_val_bpd": best_val,
+            "best_step": self.best_step,
+            "best_val_sequences": selection.examples,
+        }

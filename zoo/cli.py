@@ -34,7 +34,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def full_error() -> bool:
     """True when ``ZOO_FULL_ERROR`` or ``HYDRA_FULL_ERROR`` asks for tracebacks of user errors too."""
-    return any(os.environ.get(name, "").strip() not in ("", "0", "false", "False") for name in FULL_ERROR_VARIABLES)
+    return any(
+        os.environ.get(name, "").strip() not in ("", "0", "false", "False") for name in FULL_ERROR_VARIABLES
+    )
 
 
 def report(err: BaseException) -> None:

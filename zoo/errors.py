@@ -19,7 +19,14 @@ import logging
 from collections.abc import Iterator
 
 #: exceptions that, raised while a configuration is interpreted, are the configuration's fault
-CONFIG_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+CONFIG_ERRORS = (
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
 
 _MARK = "_zoo_user_error"
 _warned: set[tuple[str, str]] = set()

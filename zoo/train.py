@@ -735,9 +735,13 @@ class Trainer:
         """Write ``best.pt`` if ``val_bpd`` (measured on :attr:`selection`) beats every earlier one."""
         if not val_bpd < self.best_val:
             return
-        self.best_val = val_bpd
+        previous, self.best_val = self.best_val, val_bpd  # in the state that best.pt holds
         if self.checkpoints.enabled:
-            self.save_checkpoint(self.checkpoints.best_path, extra={"val_bpd": val_bpd})
+            try:
+                self.save_checkpoint(self.checkpoints.best_path, extra={"val_bpd": val_bpd})
+            except BaseException:
+                self.best_val = previous  # not written: the bar is still the file on disk
+                raise
 
     def write_metrics(self, metrics: Mapping[str, Any]) -> Path:
         """Write ``metrics.json`` in the run folder (atomically: temporary file, then rename)."""
