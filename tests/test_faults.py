@@ -401,7 +401,7 @@ def test_every_combination_of_unreadable_step_files_and_best(
 
 
 def test_resumed_from_best_a_worse_val_does_not_replace_it(source_run: Path, tmp_path: Path) -> None:
-    """The issue's case in process: every step file unreadable, resume from best.pt; best.pt changes only
+    """The reproducer in process: every step file unreadable, resume from best.pt; best.pt changes only
     when a later val on the same examples beats it."""
     shutil.copytree(source_run, tmp_path / "run")
     ckpts = tmp_path / "run" / "checkpoints"

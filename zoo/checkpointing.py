@@ -74,6 +74,16 @@ class Selection:
         return f"the first {self.examples:,} {self.split} sequences of {self.data} (seq_len {self.seq_len})"
 
 
+def _describe(selection: Mapping[str, Any] | None) -> str:
+    """A stored selection record in words (``None``: a checkpoint of an older version, which kept none)."""
+    if not isinstance(selection, Mapping):
+        return "examples it does not record (an older checkpoint)"
+    try:
+        return Selection(**selection).describe()
+    except TypeError:
+        return str(dict(selection))
+
+
 @dataclass
 class Candidate:
     """One checkpoint file looked at when resuming: its step, or why it cannot be used."""
@@ -279,15 +289,8 @@ class CheckpointPolicy:
         run), measured on ``state_selection``. The ``best.pt`` already in the run folder counts too:
         its recorded value if it was chosen on the same examples, else ``score(its weights)``.
         """
-        bar = state_best if state_selection == selection.as_dict() else math.inf
-        if not math.isinf(state_best) and state_selection != selection.as_dict():
-            log.warning(
-                "the resumed state's best val bits/dim %.4f was measured on other validation examples (%s) "
-                "than this run's %s: it is not compared",
-                state_best,
-                state_selection,
-                selection.describe(),
-            )
+        same = state_selection == selection.as_dict()
+        bar = state_best if same else math.inf
         if not self.enabled:
             return bar
         record: dict[str, Any] = {}
@@ -306,6 +309,14 @@ class CheckpointPolicy:
                 )
         record = broadcast_object(record, self.env)
         if not record or record.get("val_bpd") is None:
+            if not same and not math.isinf(state_best):
+                log.warning(
+                    "the resumed state's best val bits/dim %.4f was measured on %s, not on this run's %s: "
+                    "the next evaluation sets a new bar",
+                    state_best,
+                    _describe(state_selection),
+                    selection.describe(),
+                )
             return bar
         self.best_step = record["step"]
         if record["selection"] == selection.as_dict():
@@ -316,7 +327,7 @@ class CheckpointPolicy:
             self.best_path,
             float(record["val_bpd"]),
             record["step"],
-            record["selection"],
+            _describe(record["selection"]),
             selection.describe(),
         )
         weights = load_checkpoint(self.best_path)["model"]  # every rank: the evaluation is collective
