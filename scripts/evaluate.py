@@ -43,6 +43,7 @@ from torch import nn
 
 from zoo.checkpoint import BEST_FILE, check_compatible, load_checkpoint, step_checkpoints
 from zoo.data import DataBundle, build_data
+from zoo.ema import eval_weights
 from zoo.model import ModelConfig, SparseTransformer
 from zoo.registry import apply_overrides, resolve_config
 from zoo.train import Trainer, TrainerConfig
@@ -156,7 +157,7 @@ def load_model(state: Mapping[str, Any], config: ModelConfig, path: Path) -> nn.
         )
     model = SparseTransformer(config)
     check_compatible(state, path, model, model_config=None)  # weight names and shapes
-    model.load_state_dict(state["model"])
+    model.load_state_dict(eval_weights(state))  # the weight average when the run kept one (zoo.ema)
     return model
 
 

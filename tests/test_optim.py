@@ -164,26 +164,6 @@ def test_other_timm_optimisers_train(name, cls):
     trainer = Trainer(tiny(), data(), config(optimizer=name, lr=1e-3 if name == "lion" else 3e-3))
     assert type(trainer.optimizer).__name__ == cls
     assert [g["weight_decay"] for g in trainer.optimizer.param_groups] == [0.01, 0.0]
-    losses = [trainer.train_step(b)["loss"] for b, _ in zip(trainer.train_batches(), range(6))]
+    losses = [trainer.train_step(b)["loss"] for b, _ in zip(trainer.train_batches(), range(4))]
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
 
-
-# ------------------------------------------------------------------------------------------ the code it replaces
-def test_reference_is_the_hand_written_recipe_it_replaces():
-    """The reference above equals zoo.optim's hand-written recipe (checked before that code is removed)."""
-    model = tiny()
-    old = [[id(p) for p in g["params"]] for g in optim.param_groups(model, 0.01)]
-    assert old == [[id(p) for p in g["params"]] for g in reference_groups(model, 0.01)]
-    for warmup, total, ratio in [(0, 10, 0.0), (2, 6, 0.0), (5, 20, 0.1), (60, 1200, 0.0)]:
-        for step in range(total + 2):
-            assert optim.warmup_cosine(step, warmup, total, ratio) == reference_lr(step, warmup, total, ratio)
-    cfg = config()
-    a, b = Trainer(tiny(), data(), cfg), Trainer(tiny(), data(), cfg)
-    a.optimizer = optim.build_optimizer(a.model, cfg.lr, cfg.weight_decay, cfg.betas)
-    a.scheduler = optim.build_scheduler(a.optimizer, cfg.warmup_steps, cfg.steps)
-    b.optimizer, b.scheduler = reference_optimizer(b.model, cfg.lr, cfg.warmup_steps, cfg.steps)
-    torch.manual_seed(1)
-    la = [a.train_step(x)["loss"] for x, _ in zip(a.train_batches(), range(cfg.steps))]
-    torch.manual_seed(1)
-    lb = [b.train_step(x)["loss"] for x, _ in zip(b.train_batches(), range(cfg.steps))]
-    assert la == lb  # bit-identical: the same code

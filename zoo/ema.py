@@ -46,7 +46,9 @@ def create_ema(model: nn.Module, decay: float) -> Any:
     check_ema_decay(decay)
     if decay == 0:
         return None
-    return timm("utils").ModelEmaV3(model, decay=float(decay))
+    ema = timm("utils").ModelEmaV3(model, decay=float(decay))
+    ema.module.requires_grad_(False)  # updated in place under no_grad, never by the optimiser
+    return ema
 
 
 def eval_weights(state: Mapping[str, Any]) -> Mapping[str, Any]:
