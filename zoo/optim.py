@@ -193,3 +193,28 @@ def create_scheduler(
         **options,
     )
     return StepScheduler(scheduler, warmup_steps)
+
+
+def from_trainer_config(model: nn.Module, config: Any) -> tuple[torch.optim.Optimizer, StepScheduler]:
+    """The optimiser and schedule a [TrainerConfig][zoo.train.TrainerConfig] asks for.
+
+    Its ``optimizer``, ``optimizer_options``, ``lr``, ``weight_decay`` and ``betas``, then its
+    ``scheduler``, ``scheduler_options``, ``warmup_steps`` (cut to ``steps``) and ``min_lr_ratio``.
+    """
+    optimizer = create_optimizer(
+        model,
+        config.optimizer,
+        config.lr,
+        config.weight_decay,
+        config.betas,
+        **dict(config.optimizer_options),
+    )
+    scheduler = create_scheduler(
+        optimizer,
+        config.scheduler,
+        min(config.warmup_steps, config.steps),
+        config.steps,
+        config.min_lr_ratio,
+        **dict(config.scheduler_options),
+    )
+    return optimizer, scheduler

@@ -58,7 +58,7 @@ from .distributed import DistEnv, all_gather_object, all_reduce_sum, broadcast_o
 from .ema import EMA_KEY, check_ema_decay, create_ema, ema_state, load_ema_state
 from .loggers import NullLogger
 from .metrics import BitsPerDimMeter, bits_per_dim, nll_nats
-from .optim import check_optimizer, check_scheduler, create_optimizer, create_scheduler
+from .optim import check_optimizer, check_scheduler, from_trainer_config
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class TrainerConfig:
     # sequences per forward/backward on one rank (gradient accumulation); None = the rank's whole share
     micro_batch_size: int | None = None
     lr: float = 1e-3  # peak learning rate, reached after warmup
-    warmup_steps: int = 100  # linear warmup, cut to `steps` if longer (paper §7: 5000 for its long runs)
+    warmup_steps: int = 100  # linear warmup, cut to `steps` if longer (paper §6: 5000 for its long runs)
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio at `steps`
     weight_decay: float = 0.01  # paper §6; the Linear weights only (zoo.optim.decay_groups)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
@@ -82,7 +82,7 @@ class TrainerConfig:
     scheduler: str = "cosine"
     scheduler_options: dict[str, Any] = field(default_factory=dict)  # e.g. {decay_epochs: 300} for step (in steps)
     ema_decay: float = 0.0  # > 0: evaluate (and pick best.pt by) an average of the weights (zoo.ema); 0 = off
-    grad_clip: float = 1.0  # max global gradient norm (paper §7); 0 = off
+    grad_clip: float = 1.0  # max global gradient norm (paper §6); 0 = off
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with dynamic loss scaling, §5.5)
     max_bad_steps: int = 25  # more consecutive non-finite steps than this stop the run
     eval_every: int = 0  # steps between val evaluations; 0 = only at the end
@@ -259,23 +259,7 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
-        self.optimizer = create_optimizer(
-            self.model,
-            config.optimizer,
-            config.lr,
-            config.weight_decay,
-            config.betas,
-            **dict(config.optimizer_options),
-        )
-        warmup = min(config.warmup_steps, config.steps)
-        self.scheduler = create_scheduler(
-            self.optimizer,
-            config.scheduler,
-            warmup,
-            config.steps,
-            config.min_lr_ratio,
-            **dict(config.scheduler_options),
-        )
+        self.optimizer, self.scheduler = from_trainer_config(self.model, config)  # timm (zoo.optim)
         self.scaler = make_scaler(config.precision, self.device)
         self.step = 0  # optimiser steps taken
         self.epoch = 0  # data position: epoch ...
@@ -618,8 +602,9 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this run exactly (a collective under DDP: call on every rank).
 
-        Weights (and their average, ``model_ema``), optimiser, scheduler, loss scaler, step, data position, the RNG states of every rank,
-        the model config, the data shape and :data:`zoo.checkpoint.FORMAT_VERSION`.
+        Weights (and their average, ``model_ema``), optimiser, scheduler, loss scaler, step, data
+        position, the RNG states of every rank, the model config, the data shape and
+        :data:`zoo.checkpoint.FORMAT_VERSION`.
         """
         return {
             "format_version": FORMAT_VERSION,
