@@ -14,6 +14,8 @@ import math
 
 import pytest
 import torch
+from conftest import compose
+from omegaconf import OmegaConf
 from torch import nn
 
 from zoo import optim
@@ -167,3 +169,21 @@ def test_other_timm_optimisers_train(name, cls):
     losses = [trainer.train_step(b)["loss"] for b, _ in zip(trainer.train_batches(), range(4))]
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
 
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [  # the commands of docs/training.md
+        ["trainer.optimizer=lamb"],
+        ["trainer.optimizer=lion", "trainer.lr=3e-4"],
+        ["trainer.optimizer=adafactor", "+trainer.optimizer_options.scale_parameter=false"],
+        ["trainer.scheduler=wsd"],
+        ["trainer.scheduler=step", "+trainer.scheduler_options.decay_epochs=400", "+trainer.scheduler_options.decay_rate=0.5"],
+        ["trainer.ema_decay=0.999"],
+    ],
+)
+def test_documented_overrides_compose_and_build(overrides):
+    cfg = TrainerConfig.from_dict(OmegaConf.to_container(compose("train", overrides).trainer, resolve=True))
+    opt, sched = optim.from_trainer_config(tiny(), cfg)
+    assert type(opt).__name__.lower().startswith(cfg.optimizer[:4]) and sched.updates == 0
+    assert opt.param_groups[0]["lr"] == pytest.approx(cfg.lr / cfg.warmup_steps)
