@@ -241,7 +241,7 @@ class SparseTransformer(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Parameters (fnmatch patterns) that weight decay leaves alone besides biases and norm gains.
 
-        timm's convention, read by ``timm.optim.create_optimizer_v2`` and [zoo.optim][]: the token, start
+        timm's convention, read by ``timm.optim.create_optimizer_v2`` and :mod:`zoo.optim`: the token, start
         and position embeddings, so that only the Linear weights are decayed.
         """
         return {"embed_in.*"}

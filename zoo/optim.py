@@ -8,11 +8,11 @@ rate, and gradient clipping at norm 1.0 (the clipping is in the trainer). Here:
   ``adafactor`` and every other name of ``timm.optim.list_optimizers()`` work the same way);
 * weight decay applies to the weight matrices only: biases, normalisation gains and every embedding
   (token, position, start-of-sequence) are not decayed (timm's 1-D filter plus the model's
-  ``no_weight_decay()``, [decay_groups][zoo.optim.decay_groups]). The paper does not say which
+  ``no_weight_decay()``, :func:`decay_groups`). The paper does not say which
   tensors it decays; OpenAI's code decays every matrix, embeddings too;
 * the schedule is ``timm.scheduler.create_scheduler_v2(name)`` stepped once per optimiser update
   (``trainer.scheduler``; ``cosine`` is the paper's), after a linear warmup whose first update is not
-  at lr 0 ([StepScheduler][zoo.optim.StepScheduler]).
+  at lr 0 (:class:`StepScheduler`).
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def create_scheduler(
 
 
 def from_trainer_config(model: nn.Module, config: Any) -> tuple[torch.optim.Optimizer, StepScheduler]:
-    """The optimiser and schedule a [TrainerConfig][zoo.train.TrainerConfig] asks for.
+    """The optimiser and schedule a :class:`~zoo.train.TrainerConfig` asks for.
 
     Its ``optimizer``, ``optimizer_options``, ``lr``, ``weight_decay`` and ``betas``, then its
     ``scheduler``, ``scheduler_options``, ``warmup_steps`` (cut to ``steps``) and ``min_lr_ratio``.

@@ -1,6 +1,6 @@
-"""The registry's variants in timm's model registry, fed from [zoo.registry][] (the one list of record).
+"""The registry's variants in timm's model registry, fed from :mod:`zoo.registry` (the one list of record).
 
-Importing [zoo.registry][] registers every variant ``NAME`` as ``sparse_transformer_NAME`` with timm
+Importing :mod:`zoo.registry` registers every variant ``NAME`` as ``sparse_transformer_NAME`` with timm
 (and every variant registered later, as it is registered)::
 
     import timm
@@ -16,7 +16,7 @@ Importing [zoo.registry][] registers every variant ``NAME`` as ``sparse_transfor
 ``timm.create_model(name, **overrides)`` builds exactly ``zoo.registry.build(NAME, **overrides)``
 (``num_classes`` is the vocabulary size). No weights are published: ``pretrained=True`` needs a
 ``file`` (a checkpoint written by ``scripts/train.py``, or a plain state dict) or a ``state_dict`` in
-``pretrained_cfg_overlay``; a checkpoint's averaged weights (``model_ema``, [zoo.ema][]) are loaded
+``pretrained_cfg_overlay``; a checkpoint's averaged weights (``model_ema``, :mod:`zoo.ema`) are loaded
 when it has them. A checkpoint of another shape fails naming the config keys to override.
 """
 
@@ -154,7 +154,7 @@ def register(name: str) -> None:
 
 
 def register_all() -> list[str]:
-    """Register every variant of [zoo.registry][]; returns the timm names."""
+    """Register every variant of :mod:`zoo.registry`; returns the timm names."""
     from .registry import list_models
 
     for name in list_models():

@@ -1,9 +1,9 @@
 """The training loop used by ``scripts/train.py``: the recipe of Child et al. 2019, §6.
 
 Adam(W) with a linear warmup then cosine decay of the learning rate, gradient clipping at 1.0 and
-weight decay 0.01, built by timm ([zoo.optim][]; any timm optimiser and schedule by name), optionally
-an average of the weights ([zoo.ema][]); the loss is the mean negative log-likelihood per byte,
-reported in bits per dim ([zoo.metrics][]) on training batches and periodically on the held-out
+weight decay 0.01, built by timm (:mod:`zoo.optim`; any timm optimiser and schedule by name), optionally
+an average of the weights (:mod:`zoo.ema`); the loss is the mean negative log-likelihood per byte,
+reported in bits per dim (:mod:`zoo.metrics`) on training batches and periodically on the held-out
 ``val`` split, and on ``test`` at the end; a tqdm bar shows loss, bits/dim and tokens/s.
 
 Beyond the loop:
