@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import io
 import math
 
 import pytest
@@ -109,6 +110,10 @@ def test_schedule_is_resumable_from_its_state():
     for _ in range(7):
         sched.step()
     state = sched.state_dict()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True) == state  # plain numbers and lists: safe to load
     other_opt = optim.create_optimizer(nn.Linear(2, 2), lr=1e-2)
     other = optim.create_scheduler(other_opt, "cosine", 3, 20)
     other.load_state_dict(state)
