@@ -140,7 +140,7 @@ def test_every_offered_schedule_warms_up_then_stays_in_range(name):
 
 
 def test_bad_names_fail_with_the_valid_choices():
-    with pytest.raises(ValueError, match=r"unknown trainer.optimizer 'adamz'; timm's optimisers are \[.*'adamw'"):
+    with pytest.raises(ValueError, match=r"unknown trainer.optimizer 'adamz' \(did you mean 'adam'\?\); timm's optimisers are \[.*'adamw'"):
         TrainerConfig(optimizer="adamz").validate()
     with pytest.raises(ValueError, match=r"unknown trainer.scheduler 'plateau'; the per-step timm schedules are"):
         TrainerConfig(scheduler="plateau").validate()

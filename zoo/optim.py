@@ -17,6 +17,7 @@ rate, and gradient clipping at norm 1.0 (the clipping is in the trainer). Here:
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,9 +34,10 @@ def check_optimizer(name: str) -> None:
     """Raise ``ValueError`` naming ``name`` and the valid choices unless timm knows the optimiser."""
     names = timm("optim").list_optimizers()
     if not isinstance(name, str) or name.lower() not in names:
+        hint = difflib.get_close_matches(str(name).lower(), names, n=1)
         raise ValueError(
-            f"unknown trainer.optimizer {name!r}; timm's optimisers are {names} "
-            "(adamw is the paper's recipe, §6)"
+            f"unknown trainer.optimizer {name!r}{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
+            f"timm's optimisers are {names} (adamw is the paper's recipe, §6)"
         )
 
 
