@@ -129,3 +129,24 @@ def test_bad_decay_is_one_clear_error():
         with pytest.raises(ValueError, match=r"trainer.ema_decay must be a number in \[0, 1\)"):
             TrainerConfig(ema_decay=bad).validate()
     assert Trainer(tiny(), data(), config(ema_decay=0.0)).ema is None
+
+
+def test_a_stale_best_pt_is_rescored_on_its_average(tmp_path, caplog):
+    """Resumed with other eval_examples, best.pt is scored again on the weights it was chosen by (the average)."""
+    run = tmp_path / "run"
+    Trainer(tiny(), data(), config(eval_examples=4), run_dir=run).fit()
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["best_selection"]["examples"] == 4
+    trainer = Trainer(tiny(), data(), config(resume="auto", eval_examples=8, steps=12), run_dir=run)
+    with caplog.at_level(logging.WARNING):
+        trainer.maybe_resume()
+    assert "chosen on other validation examples" in caplog.text
+    probe = Trainer(tiny(), data(), config(ema_decay=0.0))
+    probe.model.load_state_dict(best[EMA_KEY])
+    assert trainer.best_val == pytest.approx(probe.evaluate("val", 8), abs=1e-9)  # the average, on 8 examples
+    probe.model.load_state_dict(best["model"])
+    assert trainer.best_val != pytest.approx(probe.evaluate("val", 8), abs=1e-9)  # not the raw weights
+    # the trainer's own average is back as it was resumed
+    resumed = load_checkpoint(run / "checkpoints" / "step_00000008.pt")
+    for key, value in trainer.ema.module.state_dict().items():
+        assert torch.equal(resumed[EMA_KEY][key], value), key
