@@ -45,6 +45,8 @@ QUERY_COLOR = "#ff2a2a"
 STRIP_WINDOW = 256
 #: at most this many layers in a grid (evenly spaced, first and last included) unless chosen
 MAX_GRID_LAYERS = 8
+#: characters are printed on text strips only when a figure has at most this many panels
+MAX_TEXT_PANELS = 16
 #: float32 tolerance of ``probs @ v`` against the backend's own output rows
 OUTPUT_TOLERANCE = 1e-3
 
@@ -232,7 +234,7 @@ def _layers(maps: AttentionMaps, layers: Sequence[int] | None) -> list[int]:
 
 
 def _show_text(maps: AttentionMaps, panels: int) -> bool:
-    return not maps.layout.image and is_text(maps.example) and panels * STRIP_WINDOW <= 16 * STRIP_WINDOW
+    return not maps.layout.image and is_text(maps.example) and panels <= MAX_TEXT_PANELS
 
 
 def _title(maps: AttentionMaps, layer: int, head: int) -> str:
