@@ -155,7 +155,7 @@ def test_rows_without_keys_are_drawn_all_forbidden_and_errors():
     assert np.ma.getmaskarray(image).all()  # nothing allowed: the whole panel is black
     zv.plot_attention_grid(maps, 0)  # draws without error
     with pytest.raises(
-        ValueError, match=r"query 64 is not a position of the example: queries lie in \[0, 63\]"
+        ValueError, match=r"query 64 is not a position of the example: its positions are 0\.\.63"
     ):
         zv.attention_maps(model, example, [64])
     with pytest.raises(ValueError, match=r"head 2 does not exist"):
@@ -263,7 +263,9 @@ def test_distributions_show_the_predicted_probabilities(trained):
         red = to_rgba(TRUE_COLOR)
         assert [i for i, bar in enumerate(ax.patches) if bar.get_facecolor() == red] == [true]
         assert f"true byte {true} " in ax.get_title() and f"{float(pred.bits[p]):.2f} bits" in ax.get_title()
-    with pytest.raises(ValueError, match=r"position 64 is not a position of the example"):
+    with pytest.raises(
+        ValueError, match=r"position 64 is not a position of the example: its positions are 0\.\.63"
+    ):
         zv.plot_distributions(pred, [64])
 
 

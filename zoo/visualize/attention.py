@@ -34,7 +34,17 @@ from matplotlib.patches import Rectangle
 from torch import Tensor, nn
 
 from ..attention import CausalSelfAttention
-from .layout import Layout, as_long, glyph, is_text, new_figure, strip
+from .layout import (
+    Layout,
+    as_long,
+    check_positions,
+    eval_mode,
+    example_shape,
+    glyph,
+    is_text,
+    new_figure,
+    strip,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,30 +137,18 @@ def _head_parts(component: Any, layers: int) -> list[list[str]]:
     return [[" + ".join(n for n, used in zip(names, row) if used) or "none" for row in t] for t in table]
 
 
-@torch.no_grad()
 def attention_maps(model: nn.Module, example: Tensor, queries: Sequence[int] | None = None) -> AttentionMaps:
     """Record the attention of ``queries`` (default :meth:`Layout.default_queries`) while ``model``
     reads ``example`` (``(T,)`` bytes) in eval mode; the model and its backends are left as they were."""
     example = as_long(example)
-    data_shape = list(getattr(model.config, "data_shape", [example.numel()]))
+    data_shape = example_shape(model, example)
     layout = Layout.of(data_shape)
-    if layout.length != example.numel():
-        layout = Layout.of([example.numel()])
-        data_shape = [example.numel()]
-    queries = list(layout.default_queries() if queries is None else queries)
-    for q in queries:
-        if isinstance(q, bool) or not isinstance(q, int) or not 0 <= q < example.numel():
-            raise ValueError(
-                f"query {q!r} is not a position of the example: queries lie in [0, {example.numel() - 1}]"
-            )
+    queries = check_positions(
+        "query", layout.default_queries() if queries is None else queries, layout.length
+    )
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with record_attention(model, queries) as records:
-            model(example[None].to(device))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), record_attention(model, queries) as records:
+        model(example[None].to(device))
     records.sort(key=lambda r: r.layer)
     error = max(r.output_error for r in records)
     if error > OUTPUT_TOLERANCE:

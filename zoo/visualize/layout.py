@@ -12,10 +12,12 @@ no pyplot state, like :mod:`attention_patterns.plotting`); :func:`save_png` writ
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+import operator
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from torch import Tensor
+from torch import Tensor, nn
 
 #: cells per row of the strip that shows 1-D data (text, audio)
 STRIP_WRAP = 64
@@ -195,3 +197,39 @@ def as_long(example: Tensor | np.ndarray | Sequence[int]) -> Tensor:
     if t.dim() != 1:
         raise ValueError(f"an example must be one sequence of bytes (T,), got shape {tuple(t.shape)}")
     return t.long()
+
+
+def example_shape(model: nn.Module, example: Tensor) -> list[int]:
+    """The model's ``data_shape`` when ``example`` has its length, else the 1-D shape ``[T]``."""
+    shape = list(getattr(getattr(model, "config", None), "data_shape", None) or [example.numel()])
+    return shape if math.prod(shape) == example.numel() else [example.numel()]
+
+
+def check_positions(name: str, positions: Sequence[int], length: int) -> list[int]:
+    """``positions`` as ints, each in ``[0, length)``; raises ``ValueError`` naming the bad one."""
+    out = []
+    for p in positions:
+        try:
+            if isinstance(p, bool):
+                raise TypeError
+            value = operator.index(p)
+        except TypeError:
+            value = None
+        if value is None or not 0 <= value < length:
+            raise ValueError(
+                f"{name} {p!r} is not a position of the example: its positions are 0..{length - 1}"
+            )
+        out.append(value)
+    return out
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode without gradients inside the block; its mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)

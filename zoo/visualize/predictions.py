@@ -26,7 +26,18 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from ..metrics import LN2, nll_nats
-from .layout import STRIP_WRAP, Layout, as_long, glyph, is_text, new_figure, strip
+from .layout import (
+    STRIP_WRAP,
+    Layout,
+    as_long,
+    check_positions,
+    eval_mode,
+    example_shape,
+    glyph,
+    is_text,
+    new_figure,
+    strip,
+)
 
 BITS_CMAP = "magma"
 TRUE_COLOR = "#d62728"
@@ -58,21 +69,14 @@ class Predictions:
         return list(dict.fromkeys(picks))  # unique, in order
 
 
-@torch.no_grad()
 def predict(model: nn.Module, example: Tensor) -> Predictions:
     """Run ``model`` (eval mode, restored after) on ``example`` ``(T,)`` and keep its predictions."""
     example = as_long(example)
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         logits = model(example[None].to(device)).float()  # (1, T, V)
-    finally:
-        model.train(was_training)
-    nats = nll_nats(logits, example[None].to(device), reduction="none")[0]  # (T,)
-    data_shape = list(getattr(model.config, "data_shape", [example.numel()]))
-    if Layout.of(data_shape).length != example.numel():
-        data_shape = [example.numel()]
+        nats = nll_nats(logits, example[None].to(device), reduction="none")[0]  # (T,): the trainer's loss
+    data_shape = example_shape(model, example)
     return Predictions(
         example=example.cpu(),
         probs=torch.softmax(logits[0], dim=-1).cpu(),
@@ -85,13 +89,8 @@ def predict(model: nn.Module, example: Tensor) -> Predictions:
 def plot_distributions(pred: Predictions, positions: Sequence[int] | None = None) -> Figure:
     """The predicted 256-way distribution at each of ``positions`` (default :meth:`Predictions.default_positions`),
     the true byte in red with its probability and cost in bits."""
-    positions = list(pred.default_positions() if positions is None else positions)
     T, V = pred.probs.shape
-    for p in positions:
-        if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < T:
-            raise ValueError(
-                f"position {p!r} is not a position of the example: positions lie in [0, {T - 1}]"
-            )
+    positions = check_positions("position", pred.default_positions() if positions is None else positions, T)
     cols = min(len(positions), 2)
     rows = -(-len(positions) // cols)
     fig = new_figure(4.6 * cols, 2.4 * rows + 0.4)
