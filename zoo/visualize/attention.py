@@ -38,9 +38,9 @@ from .layout import (
     Layout,
     as_long,
     check_positions,
+    draw_glyphs,
     eval_mode,
     example_shape,
-    glyph,
     is_text,
     new_figure,
     strip,
@@ -201,18 +201,13 @@ def _draw(fig: Figure, ax: Any, maps: AttentionMaps, layer: int, head: int, quer
     cmap = colormaps[WEIGHT_CMAP].copy()
     cmap.set_bad("black")
     vmax = float(image.max()) if image.count() else 1.0
-    im = ax.imshow(
-        image, cmap=cmap, norm=PowerNorm(0.5, vmin=0.0, vmax=max(vmax, 1e-6)), interpolation="nearest"
-    )
+    norm = PowerNorm(0.5, vmin=0.0, vmax=max(vmax, 1e-6))
+    im = ax.imshow(image, cmap=cmap, norm=norm, interpolation="nearest")
     ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor=QUERY_COLOR, linewidth=1.5))
     if text:
         q = maps.queries[query]
-        start = strip_start(q, maps.example.numel())
-        for i, byte in enumerate(maps.example[start : q + 1].tolist()):
-            rr, cc = divmod(i, maps.layout.cols)
-            ax.text(
-                cc, rr, glyph(byte), ha="center", va="center", fontsize=4.5, color="white", family="monospace"
-            )
+        data = maps.example[strip_start(q, maps.example.numel()) : q + 1].tolist()
+        draw_glyphs(ax, data, cmap(norm(image)), maps.layout.cols)
     ax.set_xticks([])
     ax.set_yticks([])
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
@@ -240,6 +235,15 @@ def _title(maps: AttentionMaps, layer: int, head: int) -> str:
     return f"layer {layer}, head {head}" + (f"\n{part}" if part else "")
 
 
+def _figure(maps: AttentionMaps, rows: int, cols: int, title_lines: int) -> Figure:
+    """A figure sized for ``rows x cols`` panels (each with its colour bar and a title of ``title_lines``)."""
+    layout = maps.layout
+    width = 2.4 if layout.image else 6.4  # inches per panel, colour bar included
+    aspect = layout.rows / layout.cols if layout.image else (STRIP_WINDOW / layout.cols) / layout.cols
+    height = (width - 0.55) * aspect + 0.14 * title_lines + 0.15
+    return new_figure(width * cols + 0.2, height * rows + 0.5)
+
+
 def plot_attention_grid(
     maps: AttentionMaps,
     query: int = 0,
@@ -251,10 +255,7 @@ def plot_attention_grid(
         raise ValueError(f"query index {query} out of range: maps hold {len(maps.queries)} queries")
     rows = _layers(maps, layers)
     cols = list(range(maps.probs.shape[1]) if heads is None else heads)
-    cell = 2.3 if maps.layout.image else 3.2
-    fig = new_figure(
-        cell * len(cols) + 0.4, (cell * (0.95 if maps.layout.image else 0.45) + 0.45) * len(rows) + 0.6
-    )
+    fig = _figure(maps, len(rows), len(cols), title_lines=2)
     axes = fig.subplots(len(rows), len(cols), squeeze=False)
     text = _show_text(maps, len(rows) * len(cols))
     for i, layer in enumerate(rows):
@@ -276,8 +277,7 @@ def plot_attention_queries(maps: AttentionMaps, head: int = 0, layers: Sequence[
         raise ValueError(f"head {head} does not exist: the model has heads 0..{H - 1}")
     rows = _layers(maps, layers)
     R = len(maps.queries)
-    cell = 2.3 if maps.layout.image else 3.2
-    fig = new_figure(cell * R + 0.4, (cell * (0.95 if maps.layout.image else 0.45) + 0.45) * len(rows) + 0.6)
+    fig = _figure(maps, len(rows), R, title_lines=3)
     axes = fig.subplots(len(rows), R, squeeze=False)
     text = _show_text(maps, len(rows) * R)
     for i, layer in enumerate(rows):

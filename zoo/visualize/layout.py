@@ -20,6 +20,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -158,6 +159,18 @@ def glyph(byte: int) -> str:
     if 32 <= byte < 127:
         return chr(byte)
     return "\u00b7"
+
+
+def draw_glyphs(
+    ax: Any, data: Sequence[int], shades: np.ndarray, wrap: int = STRIP_WRAP, fontsize: float = 5.0
+) -> None:
+    """Print byte ``data[i]`` in strip cell ``divmod(i, wrap)`` of ``ax``, black on light cells and white on
+    dark ones (``shades``: the cells' RGBA colours, ``(rows, wrap, 4)``)."""
+    for i, byte in enumerate(data):
+        r, c = divmod(i, wrap)
+        red, green, blue = shades[r, c, :3]
+        ink = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
+        ax.text(c, r, glyph(byte), ha="center", va="center", fontsize=fontsize, color=ink, family="monospace")
 
 
 # ---------------------------------------------------------------------------------- figures

@@ -31,6 +31,7 @@ from .layout import (
     Layout,
     as_long,
     check_positions,
+    draw_glyphs,
     eval_mode,
     example_shape,
     glyph,
@@ -107,7 +108,7 @@ def plot_distributions(pred: Predictions, positions: Sequence[int] | None = None
         ax.set_ylim(0, max(float(probs.max()) * 1.1, 1e-3))
         label = f"'{glyph(true)}' " if not layout.image and is_text(pred.example) else ""
         ax.set_title(
-            f"{layout.describe(p)}: true byte {true} {label}p={probs[true]:.3f}, {float(pred.bits[p]):.2f} bits",
+            f"{layout.describe(p)}: true byte {true} {label}p={_prob(float(probs[true]))}, {float(pred.bits[p]):.2f} bits",
             fontsize=7.5,
         )
         ax.set_xlabel("byte value", fontsize=7)
@@ -117,6 +118,10 @@ def plot_distributions(pred: Predictions, positions: Sequence[int] | None = None
         ax.set_visible(False)
     fig.suptitle(f"predicted distributions (example: {pred.bits_per_dim:.3f} bits/dim)", fontsize=9)
     return fig
+
+
+def _prob(p: float) -> str:
+    return f"{p:.3f}" if p >= 1e-3 else f"{p:.1e}"
 
 
 def bits_image(pred: Predictions) -> tuple[np.ndarray, int]:
@@ -157,14 +162,7 @@ def plot_bits_map(pred: Predictions) -> Figure:
         ax = fig.subplots()
         im = ax.imshow(image, cmap=BITS_CMAP, norm=norm, aspect="auto", interpolation="nearest")
         if is_text(pred.example):
-            cmap = colormaps[BITS_CMAP]
-            for i, byte in enumerate(pred.example[start:].tolist()):
-                r, c = divmod(i, STRIP_WRAP)
-                shade = cmap(norm(image[r, c]))
-                ink = "black" if 0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2] > 0.5 else "white"
-                ax.text(
-                    c, r, glyph(byte), ha="center", va="center", fontsize=5.5, color=ink, family="monospace"
-                )
+            draw_glyphs(ax, pred.example[start:].tolist(), colormaps[BITS_CMAP](norm(image)), STRIP_WRAP, 7.5)
         ax.set_xticks([])
         ax.set_yticks([])
         fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01, label="bits")
