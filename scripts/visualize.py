@@ -16,7 +16,7 @@ example of ``split`` is read, and :func:`zoo.visualize.write_pictures` draws ``w
 
 It prints the files it wrote. ``record=NAME`` also writes ``docs/results/NAME.json`` (the numbers the
 docs gallery shows, :mod:`doc_results`). A mistake (no checkpoint, a bad kind or position) prints one
-line starting with ``error:`` and exits with status 2.
+line starting with ``error:`` and exits with status 2 (:func:`zoo.cli.guard`).
 """
 
 from __future__ import annotations
@@ -35,11 +35,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import doc_results  # noqa: E402
 import evaluate as ev  # noqa: E402  (the checkpoint-loading helpers of scripts/evaluate.py)
 
-from zoo.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from zoo.checkpoint import check_library_checkpoint, load_checkpoint  # noqa: E402
+from zoo.cli import guard  # noqa: E402
 from zoo.data import build_data  # noqa: E402
+from zoo.errors import user_input  # noqa: E402
 from zoo.registry import apply_overrides  # noqa: E402
 from zoo.train import resolve_device  # noqa: E402
 from zoo.visualize import parse_kinds, write_pictures  # noqa: E402
+from zoo.visualize.layout import check_positions  # noqa: E402
 
 log = logging.getLogger("visualize")
 SPLITS = ("train", "val", "test")
@@ -48,13 +51,13 @@ SPLITS = ("train", "val", "test")
 def load_trained(checkpoint: str, backend: str | None = None, data_root: str | None = None) -> dict[str, Any]:
     """``{"model", "data", "state", "path", "config"}`` of a checkpoint file or run folder (on CPU)."""
     path = ev.find_checkpoint(checkpoint)
-    state = load_checkpoint(path, map_location="cpu")
+    state = load_checkpoint(path, map_location="cpu")  # weights_only: opening a file runs no code
+    check_library_checkpoint(state, path)
     config = ev.run_config(state, path)
-    data_options = dict(config.get("data") or {})
+    overrides = {"root": data_root} if data_root is not None else {}
+    data_options = ev.evaluation_data_options(dict(config.get("data") or {}), overrides, path)
     if "name" not in data_options:
         raise ev.EvaluationError(f"the run config of {path} has no data.name")
-    if data_root is not None:
-        data_options["root"] = data_root
     data = build_data(str(data_options.pop("name")), **data_options)
     model_config = ev.model_config(state, config, data, path)
     if backend is not None:
@@ -74,22 +77,29 @@ def _ints(name: str, value: Any) -> list[int] | None:
 
 
 def make_pictures(cfg: DictConfig) -> dict[str, Any]:
-    """Everything the script does, for a composed ``configs/visualize.yaml``; returns what it wrote."""
-    if cfg.checkpoint in (None, ""):
-        raise ValueError("checkpoint=PATH is required (a checkpoint file or a run folder)")
-    what = OmegaConf.to_container(cfg.what) if isinstance(cfg.what, ListConfig) else str(cfg.what)
-    kinds = parse_kinds(what)  # before the (slow) loading: a typo fails at once
-    if cfg.split not in SPLITS:
-        raise ValueError(f"unknown split {cfg.split!r}; the splits are {list(SPLITS)}")
-    queries, positions = _ints("queries", cfg.queries), _ints("positions", cfg.positions)
-    loaded = load_trained(str(cfg.checkpoint), cfg.backend, cfg.data_root)
-    dataset = getattr(loaded["data"], cfg.split)
-    index = cfg.example
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(dataset):
-        raise ValueError(
-            f"example={index!r} is not an index of the {cfg.split} split: it has {len(dataset)} examples"
-        )
-    device = resolve_device(str(cfg.device))
+    """Everything the script does, for a composed ``configs/visualize.yaml``; returns what it wrote.
+
+    Mistakes in the config, and in loading what it names, are user errors (:func:`zoo.errors.user_input`):
+    the script prints them as one ``error:`` line.
+    """
+    with user_input():
+        if cfg.checkpoint in (None, ""):
+            raise ValueError("checkpoint=PATH is required (a checkpoint file or a run folder)")
+        what = OmegaConf.to_container(cfg.what) if isinstance(cfg.what, ListConfig) else str(cfg.what)
+        kinds = parse_kinds(what)  # before the (slow) loading: a typo fails at once
+        if cfg.split not in SPLITS:
+            raise ValueError(f"unknown split {cfg.split!r}; the splits are {list(SPLITS)}")
+        queries, positions = _ints("queries", cfg.queries), _ints("positions", cfg.positions)
+        loaded = load_trained(str(cfg.checkpoint), cfg.backend, cfg.data_root)
+        dataset = getattr(loaded["data"], cfg.split)
+        index = cfg.example
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(dataset):
+            raise ValueError(
+                f"example={index!r} is not an index of the {cfg.split} split: it has {len(dataset)} examples"
+            )
+        for name, values in (("query", queries), ("position", positions)):
+            check_positions(name, values or [], loaded["data"].seq_len)
+        device = resolve_device(str(cfg.device))
     model = loaded["model"].to(device)
     info = write_pictures(model, dataset[index], cfg.out, kinds, queries, positions, dpi=int(cfg.dpi))
     path, state = loaded["path"], loaded["state"]
@@ -134,13 +144,10 @@ def markdown(data: dict[str, Any]) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="visualize")
+@guard  # a user's mistake: one `error:` line, exit status 2; a bug: its traceback
 def main(cfg: DictConfig) -> None:
     torch.set_grad_enabled(False)
-    try:
-        info = make_pictures(cfg)
-    except (ev.EvaluationError, CheckpointError, FileNotFoundError, ValueError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    info = make_pictures(cfg)
     for path in info["files"].values():
         print(path)
     if "example_bits_per_dim" in info:

@@ -191,10 +191,14 @@ def test_tiny_run_lowers_the_loss_on_fashion_mnist_shaped_data(tmp_path):
     assert saved["test_bpd"] == pytest.approx(metrics["test_bpd"]) and saved["step"] == 30
     ckpt = tmp_path / "checkpoints" / "step_00000030.pt"
     assert metrics["checkpoint"] == str(ckpt)
-    # the final step checkpoint and the best by val bits/dim (the final val beat the one at step 15)
+    # the final step checkpoint and the best by val bits/dim (the final val beat the one at step 15),
+    # compared on the same 8 val sequences as the periodic evaluation (eval_examples), not the whole split
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.pt", "step_00000030.pt"]
     best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
-    assert best["step"] == 30 and best["val_bpd"] == pytest.approx(metrics["val_bpd"])
+    assert best["step"] == 30 and best["val_bpd"] == pytest.approx(trainer.evaluate("val", 8), abs=1e-9)
+    assert best["val_bpd"] != pytest.approx(metrics["val_bpd"], abs=1e-6)  # the whole split gives another number
+    assert best["best_selection"] == {"split": "val", "examples": 8, "data": "synthetic", "seq_len": 784}
+    assert (metrics["best_val_bpd"], metrics["best_step"], metrics["best_val_sequences"]) == (best["val_bpd"], 30, 8)
     state = load_checkpoint(ckpt)
     assert {
         "model",

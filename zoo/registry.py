@@ -342,6 +342,24 @@ def imagenet64_paper() -> ModelConfig:
     )
 
 
+@register_model
+def audio_paper() -> ModelConfig:
+    """Classical music model of §7.4 (Table 5): the 152M-parameter ImageNet 64x64 model on raw audio.
+
+    The paper gives the parameter count (152M) and the sequence length (65,536 mu-law samples at 12 kHz)
+    but no layer count, width or head count for audio; :func:`imagenet64_paper`'s 48 layers, d=512 and
+    16 heads give that count. A 1-D stream with attention embeddings (§5.3, row and column in a matrix of
+    width the stride) and stride 256 = sqrt(65,536) (§4.2: l ~ sqrt(n)); dropout 0.01 as §7.3.
+    """
+    return dataclasses.replace(
+        imagenet64_paper(),
+        seq_len=65536,
+        attention={"name": "strided", "stride": 256, "mode": "split"},
+        embedding="attention",
+        data_shape=[65536],
+    )
+
+
 # ---------------------------------------------------------------------------------- command line
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo.registry", description=__doc__.split("\n")[0])

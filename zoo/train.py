@@ -13,10 +13,12 @@ Beyond the loop (issue 5):
 * distributed data parallel (:mod:`zoo.distributed`): the global batch is ``batch_size`` whatever the
   number of processes; each rank takes its shard of every global batch, optionally in micro-batches
   of ``micro_batch_size`` (gradient accumulation); only rank 0 writes files and logs;
-* checkpoints (:mod:`zoo.checkpoint`): every ``checkpoint_every`` steps and at the end, atomically, the
-  last ``keep_last`` kept plus ``best.pt`` (lowest val bits/dim); ``resume=auto`` continues from the
-  newest readable checkpoint of the run folder, ``resume=PATH`` from that file, with exactly the loss
-  curve of an uninterrupted run (same batches, RNG states, optimiser, scheduler and scaler states).
+* checkpoints (files: :mod:`zoo.checkpoint`; policy: :mod:`zoo.checkpointing`): every
+  ``checkpoint_every`` steps and at the end, atomically, the last ``keep_last`` kept plus ``best.pt``
+  (lowest val bits/dim, always measured on the same validation examples); ``resume=auto`` continues
+  from the newest readable checkpoint of the run folder, ``resume=PATH`` from that file, with exactly
+  the loss curve of an uninterrupted run (same batches, RNG states, optimiser, scheduler and scaler
+  states). No run writes over a checkpoint it could not improve on.
 """
 
 from __future__ import annotations
@@ -42,18 +44,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from .amp import autocast, check_precision, make_scaler
 from .callbacks import Callback
-from .checkpoint import (
-    BEST_FILE,
-    FORMAT_VERSION,
-    check_compatible,
-    check_format,
-    find_resumable,
-    load_checkpoint,
-    prune,
-    save_atomic,
-)
+from .checkpoint import FORMAT_VERSION
+from .checkpointing import CheckpointPolicy, Selection
 from .data.base import DataBundle
-from .distributed import DistEnv, all_gather_object, all_reduce_sum, broadcast_object, current_env, shard
+from .distributed import DistEnv, all_gather_object, all_reduce_sum, current_env, shard
+from .errors import user_input
 from .loggers import NullLogger
 from .metrics import BitsPerDimMeter, bits_per_dim, nll_nats
 from .optim import build_optimizer, build_scheduler
@@ -146,16 +141,25 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """The global RNG states (Python, NumPy, torch CPU and CUDA), for a checkpoint."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The global RNG states (Python, NumPy, torch CPU and CUDA), for a checkpoint.
+
+    Tensors and plain values only (NumPy's key as an int64 tensor), so that checkpoints open with
+    ``torch.load(weights_only=True)`` (:mod:`zoo.checkpoint`).
+    """
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = (str(name), torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore :func:`rng_state` (also the NumPy-array layout of format-1 checkpoints)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, key, pos, has_gauss, gauss = state["numpy"]
+    key = key.numpy() if isinstance(key, Tensor) else np.asarray(key)
+    np.random.set_state((name, key.astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
@@ -263,6 +267,9 @@ class Trainer:
         self.window = [0.0, 0, 0, 0.0]  # train nats, steps, tokens, seconds since the last log entry
         self.last_train = [math.nan, 0]  # train bits/dim of the last log window, and its steps
         self.resumed_from: Path | None = None
+        self.best_selection: Mapping[str, Any] | None = None  # the examples best_val was measured on
+        # which file to resume from, when best.pt is replaced, what is pruned (zoo.checkpointing)
+        self.checkpoints = CheckpointPolicy(self.run_dir, config.keep_last, config.checkpoint, self.env)
 
     # ----------------------------------------------------------------------------- data
     def train_batches(self) -> Iterator[Tensor]:
@@ -507,7 +514,10 @@ class Trainer:
             metrics["val_bpd"] = self.evaluate("val")
             metrics["val_sequences"] = len(self.data.val)
             log.info("val bits/dim %.4f on %d sequences", metrics["val_bpd"], metrics["val_sequences"])
-            self._maybe_save_best(metrics["val_bpd"])
+            # best.pt is chosen on the same examples as the periodic evaluations, not on the whole split
+            whole = self.selection.examples == len(self.data.val)
+            self._maybe_save_best(metrics["val_bpd"] if whole else self.evaluate("val", cfg.eval_examples))
+        metrics.update(self.checkpoints.summary(self.best_val, self.selection))
         if cfg.test:
             eval_start = time.perf_counter()
             metrics["test_bpd"] = self.evaluate("test", cfg.test_examples)
@@ -601,6 +611,7 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "bad_in_a_row": self.bad_in_a_row,
             "best_val": self.best_val,
+            "best_selection": self.best_selection,  # the validation examples best_val was measured on
             "window": list(self.window),
             "last_train": list(self.last_train),
             "history": list(self.history),
@@ -644,38 +655,31 @@ class Trainer:
             )
         set_rng_state(rng[self.env.rank % len(rng)])
 
+    # ----------------------------------------------------------------------------- checkpoints
+    # The policy (which file, when best.pt is replaced, pruning, fallbacks) is zoo.checkpointing.
+    @property
+    def selection(self) -> Selection:
+        """The validation examples ``best.pt`` is chosen on: the first ``eval_examples`` val sequences."""
+        return Selection("val", self._count("val", self.config.eval_examples), self.data.name, self.data.seq_len)
+
     def maybe_resume(self) -> Path | None:
-        """Apply ``config.resume``: ``auto`` = newest readable ``checkpoints/step_N.pt`` (fresh start if
-        none), a path = that file. Unreadable files met by ``auto`` are skipped with a warning; an
-        explicitly named unreadable or incompatible file raises :class:`zoo.checkpoint.CheckpointError`.
+        """Apply ``config.resume`` (``auto``, a path, or null: :meth:`CheckpointPolicy.resume_target`), then
+        settle the value a new ``best.pt`` must beat. Raises :class:`zoo.checkpoint.CheckpointError` naming
+        the file(s) when a checkpoint cannot be used, or when a new run would replace existing checkpoints.
         """
-        resume = self.config.resume
-        if resume is None or resume == "none":
-            return None
-        if resume == "auto":
-            if self.run_dir is None:
-                raise ValueError(
-                    "trainer.resume=auto needs a run folder (run_dir) to look for checkpoints in"
-                )
-            found = None
-            if self.env.is_main:
-                hit = find_resumable(self.run_dir / "checkpoints")
-                found = str(hit[0]) if hit is not None else None
-            found = broadcast_object(found, self.env)
-            if found is None:
-                log.info("resume=auto: no readable checkpoint in %s; starting from step 0", self.run_dir)
-                return None
-            path = Path(found)
-        else:
-            path = Path(resume)
-        return self.resume_from(path)
+        path = self.checkpoints.resume_target(self.config.resume)
+        if path is not None:
+            self.resume_from(path)
+        self.best_val = self.checkpoints.settle_best(
+            self.selection, self.best_val, self.best_selection, self._score_weights
+        )
+        self.best_selection = self.selection.as_dict()
+        return path
 
     def resume_from(self, path: str | os.PathLike) -> Path:
         """Load and check ``path``, then restore this trainer from it; raises naming the file and the mismatch."""
         path = Path(path)
-        state = load_checkpoint(path, map_location="cpu")
-        check_format(state, path)
-        check_compatible(state, path, self.model, self._model_config(), self._data_info())
+        state = self.checkpoints.open(path, self.model, self._model_config(), self._data_info())
         saved = state.get("trainer_config") or {}
         for key in ("batch_size", "seed"):
             if key in saved and saved[key] != getattr(self.config, key):
@@ -687,6 +691,7 @@ class Trainer:
                     getattr(self.config, key),
                 )
         self.load_state_dict(state)
+        self.best_selection = state.get("best_selection")
         self.resumed_from = path
         log.info(
             "resumed from %s at step %d (epoch %d, batch %d)",
@@ -696,6 +701,15 @@ class Trainer:
             self.batch_in_epoch,
         )
         return path
+
+    def _score_weights(self, weights: Mapping[str, Tensor]) -> float:
+        """Val bits/dim of ``weights`` on :attr:`selection` (this model's own weights are put back after)."""
+        current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(weights)
+        try:
+            return self.evaluate("val", self.config.eval_examples)
+        finally:
+            self.model.load_state_dict(current)
 
     def checkpoint_path(self) -> Path:
         if self.run_dir is None:
@@ -709,24 +723,25 @@ class Trainer:
 
         Collective under DDP (every rank's RNG state is gathered); only rank 0 writes. After a
         successful write of a step checkpoint, older ones beyond ``keep_last`` are deleted; a failed
-        write raises and leaves every existing file as it was.
+        write raises :class:`zoo.checkpoint.CheckpointWriteError` and leaves every existing file as it was.
         """
         state = self.state_dict()
         state.update(extra or {})
         target = Path(path) if path is not None else self.checkpoint_path()
-        if self.env.is_main:
-            save_atomic(state, target)
-            log.info("checkpoint written to %s", target)
-            if path is None:
-                prune(target.parent, self.config.keep_last, protect=target)
+        self.checkpoints.write(state, target, step_file=path is None)
         return target
 
     def _maybe_save_best(self, val_bpd: float) -> None:
+        """Write ``best.pt`` if ``val_bpd`` (measured on :attr:`selection`) beats every earlier one."""
         if not val_bpd < self.best_val:
             return
-        self.best_val = val_bpd
-        if self.run_dir is not None and self.config.checkpoint:
-            self.save_checkpoint(self.run_dir / "checkpoints" / BEST_FILE, extra={"val_bpd": val_bpd})
+        previous, self.best_val = self.best_val, val_bpd  # in the state that best.pt holds
+        if self.checkpoints.enabled:
+            try:
+                self.save_checkpoint(self.checkpoints.best_path, extra={"val_bpd": val_bpd})
+            except BaseException:
+                self.best_val = previous  # not written: the bar is still the file on disk
+                raise
 
     def write_metrics(self, metrics: Mapping[str, Any]) -> Path:
         """Write ``metrics.json`` in the run folder (atomically: temporary file, then rename)."""
@@ -781,8 +796,14 @@ def run(cfg: Any, run_dir: str | os.PathLike | None) -> dict[str, Any]:
     try:
         resolved = _container(cfg)
         seed_everything(int(cfg.seed))  # the same model initialisation on every rank
-        trainer_config = TrainerConfig.from_dict(_container(cfg.trainer))
-        model, data = build_from_config(cfg)
+        with user_input():  # a bad value, missing data: one message from the apps (zoo.cli), no traceback
+            trainer_config = TrainerConfig.from_dict(_container(cfg.trainer))
+            model, data = build_from_config(cfg)
+            if len(data.train) < trainer_config.batch_size:
+                raise ValueError(
+                    f"the training split of {data.name} has {len(data.train)} sequences, fewer than one batch of "
+                    f"trainer.batch_size={trainer_config.batch_size}"
+                )
         if env.rank > 0:  # different dropout masks per rank (rank 0 = a one-process run)
             seed_everything(int(cfg.seed) + 7919 * env.rank)
         n_params = count_parameters(model)
@@ -797,17 +818,19 @@ def run(cfg: Any, run_dir: str | os.PathLike | None) -> dict[str, Any]:
             data.seq_len,
             env.world_size,
         )
-        callbacks = logger_callbacks(resolved.get("logger"))  # pictures logged during training
-        logger = (
-            build_logger(resolved.get("logger"), run_dir if run_dir is not None else ".", config=resolved)
-            if env.is_main
-            else NullLogger()
-        )
+        with user_input():
+            callbacks = logger_callbacks(resolved.get("logger"))  # pictures logged during training
+            logger = (
+                build_logger(resolved.get("logger"), run_dir if run_dir is not None else ".", config=resolved)
+                if env.is_main
+                else NullLogger()
+            )
         try:
-            trainer = Trainer(
-                model, data, trainer_config, run_dir, logger, extra_state={"config": resolved}, env=env,
-                callbacks=callbacks,
-            )  # fmt: skip
+            with user_input():
+                trainer = Trainer(
+                    model, data, trainer_config, run_dir, logger, extra_state={"config": resolved}, env=env,
+                    callbacks=callbacks,
+                )  # fmt: skip
             metrics = trainer.fit()
         finally:
             logger.finish()
