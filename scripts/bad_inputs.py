@@ -258,7 +258,7 @@ def run_app(app: str, args: list[str], in_process: bool) -> tuple[int, str, str]
 
 def _shown(text: str, work: Path) -> str:
     run = str(work / "run")
-    return text.replace(run, "RUN").replace(str(work), "WORK")
+    return text.replace(run, "RUN").replace(str(work), "WORK").replace(str(REPO), "REPO")
 
 
 def run_case(case: Case, work: Path, in_process: bool) -> Outcome:

@@ -50,6 +50,7 @@ from zoo.checkpoint import (
     stored_model_config,
 )
 from zoo.data import DataBundle, build_data
+from zoo.ema import eval_weights
 from zoo.errors import UserError, warn_once
 from zoo.model import ModelConfig, SparseTransformer
 from zoo.registry import apply_overrides, resolve_config
@@ -188,7 +189,7 @@ def load_model(state: Mapping[str, Any], config: ModelConfig, path: Path) -> nn.
         )
     model = SparseTransformer(config)
     check_compatible(state, path, model, model_config=None)  # weight names and shapes
-    model.load_state_dict(state["model"])
+    model.load_state_dict(eval_weights(state))  # the weight average when the run kept one (zoo.ema)
     return model
 
 

@@ -1,4 +1,4 @@
-"""The training loop (zoo.train), its optimiser recipe (zoo.optim), metric (zoo.metrics), checkpoint
+"""The training loop (zoo.train), its optimiser recipe (zoo.optim, timm: more in test_optim.py), metric (zoo.metrics), checkpoint
 and loggers, and the Hydra app scripts/train.py end to end on tiny settings."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from zoo.checkpoint import load_checkpoint, save_atomic
 from zoo.data import build_data
 from zoo.loggers import NullLogger, build_logger
 from zoo.metrics import LN2, BitsPerDimMeter, bits_per_dim, nll_nats
-from zoo.optim import build_optimizer, build_scheduler, param_groups, warmup_cosine
+from zoo.optim import create_optimizer, create_scheduler, decay_groups
 from zoo.registry import build
 from zoo.train import Trainer, TrainerConfig, epoch_batches, run
 
@@ -95,16 +95,27 @@ def test_trainer_evaluate_matches_hand_value():
 
 
 # ------------------------------------------------------------------------------------------ optimiser recipe
+def _lrs(warmup: int, total: int, min_lr_ratio: float = 0.0, lr: float = 1.0) -> list[float]:
+    opt = create_optimizer(nn.Linear(2, 2), lr=lr)
+    sched = create_scheduler(opt, "cosine", warmup, total, min_lr_ratio)
+    lrs = []
+    for _ in range(total + 1):
+        lrs.append(opt.param_groups[0]["lr"])
+        sched.step()
+    return lrs
+
+
 def test_warmup_cosine_schedule():
-    assert warmup_cosine(0, 10, 110) == pytest.approx(0.1)  # linear warmup, first step not at 0
-    assert warmup_cosine(9, 10, 110) == pytest.approx(1.0)
-    assert warmup_cosine(10, 10, 110) == pytest.approx(1.0)  # peak, then cosine
-    assert warmup_cosine(60, 10, 110) == pytest.approx(0.5)  # half way down
-    assert warmup_cosine(110, 10, 110) == pytest.approx(0.0, abs=1e-12)
-    assert warmup_cosine(60, 10, 110, min_lr_ratio=0.2) == pytest.approx(0.6)
+    curve = _lrs(10, 110)
+    assert curve[0] == pytest.approx(0.1)  # linear warmup, first step not at 0
+    assert curve[9] == pytest.approx(1.0)
+    assert curve[10] == pytest.approx(1.0)  # peak, then cosine
+    assert curve[60] == pytest.approx(0.5)  # half way down
+    assert curve[110] == pytest.approx(0.0, abs=1e-12)
+    assert _lrs(10, 110, min_lr_ratio=0.2)[60] == pytest.approx(0.6)
     model = nn.Linear(2, 2)
-    opt = build_optimizer(model, lr=1e-2)
-    sched = build_scheduler(opt, warmup_steps=2, total_steps=6)
+    opt = create_optimizer(model, lr=1e-2)
+    sched = create_scheduler(opt, "cosine", warmup_steps=2, total_steps=6)
     lrs = []
     for _ in range(6):
         lrs.append(opt.param_groups[0]["lr"])
@@ -121,12 +132,12 @@ def test_warmup_cosine_schedule():
         ]
     )
     with pytest.raises(ValueError, match="warmup_steps must be in"):
-        build_scheduler(opt, warmup_steps=7, total_steps=6)
+        create_scheduler(opt, "cosine", warmup_steps=7, total_steps=6)
 
 
 def test_weight_decay_only_on_linear_weights():
     model = tiny_model(seq_len=16, data_shape=(4, 4))
-    decay, no_decay = param_groups(model, 0.01)
+    decay, no_decay = decay_groups(model, 0.01)
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
     linear_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
     assert {id(p) for p in decay["params"]} == linear_weights

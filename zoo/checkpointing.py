@@ -51,6 +51,7 @@ from .checkpoint import (
     step_checkpoints,
 )
 from .distributed import DistEnv, broadcast_object
+from .ema import eval_weights
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +331,8 @@ class CheckpointPolicy:
             _describe(record["selection"]),
             selection.describe(),
         )
-        weights = load_checkpoint(self.best_path)["model"]  # every rank: the evaluation is collective
+        # the weights best.pt was chosen by: its average of the weights when it keeps one (zoo.ema)
+        weights = eval_weights(load_checkpoint(self.best_path))  # every rank: the evaluation is collective
         rescored = float(score(weights))
         log.info("%s scores %.4f bits/dim on %s", self.best_path, rescored, selection.describe())
         return min(bar, rescored)

@@ -255,6 +255,14 @@ class SparseTransformer(nn.Module):
             n -= sum(p.numel() for p in self.embed_in.parameters())
         return n
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters (fnmatch patterns) that weight decay leaves alone besides biases and norm gains.
+
+        timm's convention, read by ``timm.optim.create_optimizer_v2`` and :mod:`zoo.optim`: the token, start
+        and position embeddings, so that only the Linear weights are decayed.
+        """
+        return {"embed_in.*"}
+
     def set_attention_backend(self, name: str, **options: Any) -> None:
         """Switch every block to a new backend (e.g. ``flex`` on GPU); the weights are unchanged."""
         backend = create_backend(name, **options)

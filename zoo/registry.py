@@ -48,6 +48,8 @@ def register_model(fn: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
     if name in _MODELS:
         raise ValueError(f"model {name!r} is already registered")
     _MODELS[name] = fn
+    if __name__ == "zoo.registry" and "zoo.timm_models" in sys.modules:  # timm's registry mirrors ours
+        sys.modules["zoo.timm_models"].register(name)
     return fn
 
 
@@ -358,6 +360,13 @@ def audio_paper() -> ModelConfig:
         embedding="attention",
         data_shape=[65536],
     )
+
+
+# ---------------------------------------------------------------------------------- timm's registry
+if __name__ == "zoo.registry":  # not for a `python -m zoo.registry` copy of this module
+    from . import timm_models
+
+    timm_models.register_all()  # every variant as timm's sparse_transformer_<name> (zoo.timm_models)
 
 
 # ---------------------------------------------------------------------------------- command line

@@ -1,11 +1,12 @@
-"""The training loop used by ``scripts/train.py``: the recipe of Child et al. 2019, §5-7.
+"""The training loop used by ``scripts/train.py``: the recipe of Child et al. 2019, §6.
 
 Adam(W) with a linear warmup then cosine decay of the learning rate, gradient clipping at 1.0 and
-weight decay 0.01 (:mod:`zoo.optim`); the loss is the mean negative log-likelihood per byte, reported
-in bits per dim (:mod:`zoo.metrics`) on training batches and periodically on the held-out ``val``
-split, and on ``test`` at the end; a tqdm bar shows loss, bits/dim and tokens/s.
+weight decay 0.01, built by timm (:mod:`zoo.optim`; any timm optimiser and schedule by name), optionally
+an average of the weights (:mod:`zoo.ema`); the loss is the mean negative log-likelihood per byte,
+reported in bits per dim (:mod:`zoo.metrics`) on training batches and periodically on the held-out
+``val`` split, and on ``test`` at the end; a tqdm bar shows loss, bits/dim and tokens/s.
 
-Beyond the loop (issue 5):
+Beyond the loop:
 
 * mixed precision (§5.5, :mod:`zoo.amp`): ``precision`` ``fp32`` | ``bf16`` | ``fp16`` (dynamic loss
   scaling); a step whose loss or gradients are not finite is skipped and counted (``skipped_steps``),
@@ -48,10 +49,11 @@ from .checkpoint import FORMAT_VERSION
 from .checkpointing import CheckpointPolicy, Selection
 from .data.base import DataBundle
 from .distributed import DistEnv, all_gather_object, all_reduce_sum, current_env, shard
+from .ema import EMA_KEY, check_ema_decay, create_ema, ema_state, load_ema_state
 from .errors import user_input
 from .loggers import NullLogger
 from .metrics import BitsPerDimMeter, bits_per_dim, nll_nats
-from .optim import build_optimizer, build_scheduler
+from .optim import check_optimizer, check_scheduler, from_trainer_config
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +67,17 @@ class TrainerConfig:
     # sequences per forward/backward on one rank (gradient accumulation); None = the rank's whole share
     micro_batch_size: int | None = None
     lr: float = 1e-3  # peak learning rate, reached after warmup
-    warmup_steps: int = 100  # linear warmup, cut to `steps` if longer (paper §7: 5000 for its long runs)
+    warmup_steps: int = 100  # linear warmup, cut to `steps` if longer (paper §6: 5000 for its long runs)
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio at `steps`
-    weight_decay: float = 0.01  # paper §7; Linear weights only (zoo.optim)
+    weight_decay: float = 0.01  # paper §6; the Linear weights only (zoo.optim.decay_groups)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    grad_clip: float = 1.0  # max global gradient norm (paper §7); 0 = off
+    optimizer: str = "adamw"  # any timm.optim.list_optimizers() name: adamw (§6) | lamb | lion | adafactor | ...
+    optimizer_options: dict[str, Any] = field(default_factory=dict)  # more arguments of it, e.g. {momentum: 0.9}
+    # timm schedule after the linear warmup: cosine (§6) | tanh | poly | step | multistep | wsd | rsqrt | constant | none
+    scheduler: str = "cosine"
+    scheduler_options: dict[str, Any] = field(default_factory=dict)  # e.g. {decay_epochs: 300} for step (in steps)
+    ema_decay: float = 0.0  # > 0: evaluate (and pick best.pt by) an average of the weights (zoo.ema); 0 = off
+    grad_clip: float = 1.0  # max global gradient norm (paper §6); 0 = off
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with dynamic loss scaling, §5.5)
     max_bad_steps: int = 25  # more consecutive non-finite steps than this stop the run
     eval_every: int = 0  # steps between val evaluations; 0 = only at the end
@@ -118,6 +126,9 @@ class TrainerConfig:
             if value is not None and value < 1:
                 raise ValueError(f"trainer.{name} must be >= 1 or null, got {value!r}")
         check_precision(self.precision)
+        check_optimizer(self.optimizer)
+        check_scheduler(self.scheduler)
+        check_ema_decay(self.ema_decay)
         if self.resume is not None and (not isinstance(self.resume, str) or not self.resume):
             raise ValueError(
                 f"trainer.resume must be null, 'auto' or the path of a checkpoint file, got {self.resume!r}"
@@ -245,15 +256,14 @@ class Trainer:
             torch.set_num_threads(config.threads)
         self.device = resolve_device(config.device, self.env)
         self.model = model.to(self.device)
+        self.ema = create_ema(self.model, config.ema_decay)  # timm ModelEmaV3 of the weights, or None
         self.train_model: nn.Module = self.model  # what the training forward runs: the DDP wrapper if any
         if self.env.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
-        self.optimizer = build_optimizer(self.model, config.lr, config.weight_decay, config.betas)
-        warmup = min(config.warmup_steps, config.steps)
-        self.scheduler = build_scheduler(self.optimizer, warmup, config.steps, config.min_lr_ratio)
+        self.optimizer, self.scheduler = from_trainer_config(self.model, config)  # timm (zoo.optim)
         self.scaler = make_scaler(config.precision, self.device)
         self.step = 0  # optimiser steps taken
         self.epoch = 0  # data position: epoch ...
@@ -370,6 +380,8 @@ class Trainer:
         if stepped:
             self.step += 1
             self.bad_in_a_row = 0
+            if self.ema is not None:  # average of the weights after each update (the first one copies)
+                self.ema.update(self.model, step=self.step)
         else:
             self.skipped_steps += 1
             self.bad_in_a_row += 1
@@ -397,6 +409,11 @@ class Trainer:
         }
 
     # ----------------------------------------------------------------------------- evaluation
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights to evaluate and sample with: the average (``trainer.ema_decay > 0``) or the model."""
+        return self.ema.module if self.ema is not None else self.model
+
     @torch.no_grad()
     def evaluate(self, split: str | Dataset = "val", max_examples: int | None = None) -> float:
         """Bits per dim over ``split`` (its first ``max_examples`` sequences when given), exact per dim.
@@ -410,8 +427,9 @@ class Trainer:
         if n == 0:
             raise ValueError(f"cannot evaluate on an empty split {split!r}")
         scored_from = getattr(dataset, "scored_from", None)
-        was_training = self.model.training
-        self.model.eval()
+        model = self.eval_model
+        was_training = model.training
+        model.eval()
         meter = BitsPerDimMeter()
         batch_size = self.config.eval_batch_size or self.config.batch_size
         mine = list(range(self.env.rank, n, self.env.world_size))
@@ -419,7 +437,7 @@ class Trainer:
             indices = mine[lo : lo + batch_size]
             batch = _stack(dataset, indices).to(self.device, non_blocking=True)  # (B, T)
             with autocast(self.config.precision, self.device):
-                logits = self.model(batch)  # (B, T, V)
+                logits = model(batch)  # (B, T, V)
             nll = nll_nats(logits, batch, reduction="none")  # (B, T) float32
             if scored_from is None:
                 meter.update(nll.sum(dtype=torch.float64), batch.numel())
@@ -427,7 +445,7 @@ class Trainer:
                 starts = torch.tensor([scored_from(i) for i in indices], device=self.device)  # (B,)
                 mask = torch.arange(batch.shape[1], device=self.device)[None, :] >= starts[:, None]  # (B, T)
                 meter.update(nll[mask].sum(dtype=torch.float64), int(mask.sum()))
-        self.model.train(was_training)
+        model.train(was_training)
         totals = all_reduce_sum(
             torch.tensor([meter.nats, float(meter.dims)], dtype=torch.float64, device=self.device), self.env
         )
@@ -532,7 +550,7 @@ class Trainer:
             self.write_metrics(metrics)
         self.logger.log_summary({k: v for k, v in metrics.items() if k != "history"})
         if self.env.is_main:
-            self.logger.log_samples(self.model, list(self.data.data_shape), self.step)
+            self.logger.log_samples(self.eval_model, list(self.data.data_shape), self.step)
         self._fire("on_fit_end", metrics=metrics)
         return metrics
 
@@ -594,12 +612,14 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this run exactly (a collective under DDP: call on every rank).
 
-        Weights, optimiser, scheduler, loss scaler, step, data position, the RNG states of every rank,
-        the model config, the data shape and :data:`zoo.checkpoint.FORMAT_VERSION`.
+        Weights (and their average, ``model_ema``), optimiser, scheduler, loss scaler, step, data
+        position, the RNG states of every rank, the model config, the data shape and
+        :data:`zoo.checkpoint.FORMAT_VERSION`.
         """
         return {
             "format_version": FORMAT_VERSION,
             "model": self.model.state_dict(),
+            EMA_KEY: ema_state(self.ema),  # the averaged weights (zoo.ema), None without trainer.ema_decay
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -626,6 +646,7 @@ class Trainer:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` (weights must match: see :func:`zoo.checkpoint.check_compatible`)."""
         self.model.load_state_dict(state["model"])
+        load_ema_state(self.ema, state, self.model)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
@@ -703,13 +724,15 @@ class Trainer:
         return path
 
     def _score_weights(self, weights: Mapping[str, Tensor]) -> float:
-        """Val bits/dim of ``weights`` on :attr:`selection` (this model's own weights are put back after)."""
-        current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.model.load_state_dict(weights)
+        """Val bits/dim of ``weights`` on :attr:`selection`, loaded into the module evaluations use
+        (:attr:`eval_model`: the average with ``trainer.ema_decay``); its own weights are put back after."""
+        target = self.eval_model
+        current = {k: v.detach().clone() for k, v in target.state_dict().items()}
+        target.load_state_dict(weights)
         try:
             return self.evaluate("val", self.config.eval_examples)
         finally:
-            self.model.load_state_dict(current)
+            target.load_state_dict(current)
 
     def checkpoint_path(self) -> Path:
         if self.run_dir is None:
