@@ -295,6 +295,12 @@ def test_wandb_logger_offline(tmp_path, compose_config, monkeypatch):
     # sample images (logger.sample_images, default 4) are logged at the end of training
     images = list(runs[0].rglob("media/images/samples*.png"))
     assert len(images) == cfg.logger.sample_images == 4, images
+    # predicted distributions and bits maps (logger.prediction_images, zoo.prediction_pictures): at the
+    # periodic evaluation (step 2 of 4) and at the end
+    assert cfg.logger.prediction_images == 1 and cfg.trainer.eval_every == 2
+    for key in ("distributions", "bits_map"):
+        pictures = sorted(runs[0].rglob(f"media/images/predictions/{key}_*.png"))
+        assert [p.name.split("_")[-2] for p in pictures] == ["2", "4"], pictures
 
 
 def test_logger_none_does_not_import_wandb(tmp_path):

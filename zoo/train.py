@@ -842,6 +842,7 @@ def run(cfg: Any, run_dir: str | os.PathLike | None) -> dict[str, Any]:
             env.world_size,
         )
         with user_input():
+            callbacks = logger_callbacks(resolved.get("logger"))  # pictures logged during training
             logger = (
                 build_logger(resolved.get("logger"), run_dir if run_dir is not None else ".", config=resolved)
                 if env.is_main
@@ -850,8 +851,9 @@ def run(cfg: Any, run_dir: str | os.PathLike | None) -> dict[str, Any]:
         try:
             with user_input():
                 trainer = Trainer(
-                    model, data, trainer_config, run_dir, logger, extra_state={"config": resolved}, env=env
-                )
+                    model, data, trainer_config, run_dir, logger, extra_state={"config": resolved}, env=env,
+                    callbacks=callbacks,
+                )  # fmt: skip
             metrics = trainer.fit()
         finally:
             logger.finish()
@@ -859,6 +861,13 @@ def run(cfg: Any, run_dir: str | os.PathLike | None) -> dict[str, Any]:
         if started_group:
             cleanup()
     return metrics
+
+
+def logger_callbacks(logger_cfg: Mapping[str, Any] | None) -> list[Callback]:
+    """Callbacks that log pictures, as the logger config asks (``loggers.CALLBACK_OPTIONS``)."""
+    from .prediction_pictures import from_logger_config
+
+    return [cb for cb in (from_logger_config(logger_cfg),) if cb is not None]
 
 
 def summary_line(metrics: Mapping[str, Any]) -> str:
