@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 FASHION_MNIST_SYSTEM := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data run test test-all lint docs patterns clean
+.PHONY: setup data run test test-all lint docs patterns visualize-docs clean
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,11 @@ docs: setup
 
 patterns: setup
 	$(PY) scripts/plot_patterns.py --out docs/assets/patterns
+
+# The gallery of docs/pictures.md from a trained run: make visualize-docs CHECKPOINT=<run folder or checkpoint>
+visualize-docs: setup
+	@test -n "$(CHECKPOINT)" || { echo "usage: make visualize-docs CHECKPOINT=<run folder or checkpoint file>"; exit 2; }
+	$(PY) scripts/visualize.py checkpoint=$(CHECKPOINT) what=all out=docs/img/pictures record=pictures
 
 clean:
 	rm -rf $(VENV) site outputs multirun .pytest_cache .ruff_cache

@@ -53,8 +53,18 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from zoo.checkpoint import BEST_FILE, check_compatible, load_checkpoint, step_checkpoints
+from zoo.checkpoint import (
+    BEST_FILE,
+    check_compatible,
+    check_library_checkpoint,
+    load_checkpoint,
+    step_checkpoints,
+    stored_model_config,
+)
+from zoo.cli import EXIT_USER_ERROR, full_error, report
 from zoo.data import DataBundle, build_data
+from zoo.ema import eval_weights
+from zoo.errors import UserError, is_user_error, warn_once
 from zoo.model import ModelConfig, SparseTransformer
 from zoo.registry import apply_overrides, resolve_config
 from zoo.train import Trainer, TrainerConfig
@@ -69,7 +79,10 @@ MODEL_OVERRIDABLE = ("attention_backend", "attention_backend_options", "checkpoi
 TRAINER_KEYS = ("batch_size", "eval_batch_size", "num_workers", "precision")
 
 
-class EvaluationError(Exception):
+log = logging.getLogger("evaluate")
+
+
+class EvaluationError(UserError):
     """Bad arguments or an unusable checkpoint; the message says which and what is valid."""
 
 
@@ -178,13 +191,34 @@ def run_config(state: Mapping[str, Any], path: Path) -> dict[str, Any]:
     )
 
 
+def evaluation_data_options(stored: Mapping[str, Any], overrides: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The data options to evaluate on: the run's, updated by ``overrides``; with ``data.name=OTHER``,
+    the other data set's defaults updated by ``overrides`` (the run's options belong to its own data set),
+    and one warning naming both data sets."""
+    other = overrides.get("name")
+    base: Mapping[str, Any] = stored
+    if other is not None and other != stored.get("name"):
+        warn_once(
+            log,
+            "evaluating %s, trained on the data set %r, on %r: its options %s are not carried over",
+            path,
+            stored.get("name"),
+            other,
+            sorted(k for k in stored if k != "name"),
+        )
+        base = {}
+    options = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(dict(base)), dict(overrides)), resolve=True)
+    assert isinstance(options, dict)
+    return options  # type: ignore[return-value]
+
+
 def model_config(
     state: Mapping[str, Any], config: Mapping[str, Any], data: DataBundle, path: Path
 ) -> ModelConfig:
     """The checkpoint's :class:`ModelConfig` (stored by the Trainer), else the run config's model node."""
-    stored = state.get("model_config")
-    if isinstance(stored, Mapping):
-        return ModelConfig(**dict(stored))
+    stored = stored_model_config(state, path)  # another version's config: missing keys take defaults
+    if stored is not None:
+        return ModelConfig(**stored)
     if "model" not in config:
         raise EvaluationError(f"checkpoint {path} holds neither a model config nor a run config with 'model'")
     return resolve_config(config["model"], seq_len=data.seq_len, data_shape=list(data.data_shape))
@@ -198,7 +232,7 @@ def load_model(state: Mapping[str, Any], config: ModelConfig, path: Path) -> nn.
         )
     model = SparseTransformer(config)
     check_compatible(state, path, model, model_config=None)  # weight names and shapes
-    model.load_state_dict(state["model"])
+    model.load_state_dict(eval_weights(state))  # the weight average when the run kept one (zoo.ema)
     return model
 
 
@@ -237,14 +271,11 @@ def evaluate_checkpoint(
     examples = positive_or_none("examples", examples)
     batch_size = positive_or_none("batch_size", batch_size)
     path = find_checkpoint(checkpoint)
-    state = load_checkpoint(path, map_location="cpu")
+    state = load_checkpoint(path, map_location="cpu")  # weights_only: opening a file runs no code
+    check_library_checkpoint(state, path)  # e.g. a torchvision state dict: "not a checkpoint of this library"
     config = run_config(state, path)
 
-    data_options = OmegaConf.to_container(
-        OmegaConf.merge(OmegaConf.create(dict(config.get("data") or {})), dict(data_overrides or {})),
-        resolve=True,
-    )
-    assert isinstance(data_options, dict)
+    data_options = evaluation_data_options(dict(config.get("data") or {}), dict(data_overrides or {}), path)
     if "name" not in data_options:
         raise EvaluationError(f"the run config of {path} has no data.name; pass data.name=... ")
     data = build_data(str(data_options.pop("name")), **data_options)
@@ -352,10 +383,8 @@ def write_result(result: Mapping[str, Any], path: str | Path) -> Path:
     return out
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="evaluate")
-def hydra_app(cfg: DictConfig) -> None:
+def evaluation_job(cfg: DictConfig) -> None:
     """One evaluation job: print the table, write ``output`` (and, in a sweep, the job's ``evaluation.json``)."""
-    logging.getLogger().setLevel(logging.WARNING)
     result = evaluate_config(cfg)
     print(format_table(result), flush=True)
     if cfg.get("output"):
@@ -365,20 +394,35 @@ def hydra_app(cfg: DictConfig) -> None:
         print(f"wrote {write_result(result, Path(hc.runtime.output_dir) / 'evaluation.json')}")
 
 
-# user mistakes: one line `error: ...`, exit status 2, no traceback
+_SHOW_TRACEBACKS = False  # ZOO_FULL_ERROR / HYDRA_FULL_ERROR as the user set them (main() sets Hydra's own)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="evaluate")
+def hydra_app(cfg: DictConfig) -> None:
+    """The Hydra task: one job; a user mistake ends it (and a sweep) with one ``error:`` line, status 2."""
+    status = report_user_errors(lambda: evaluation_job(cfg), full_error=_SHOW_TRACEBACKS)
+    if status:
+        sys.exit(status)  # inside the job: Hydra adds no "Error executing job" line to the message
+
+
+# user mistakes besides zoo.errors' user errors: one line `error: ...`, exit status 2, no traceback
 USER_ERRORS = (EvaluationError, FileNotFoundError, RuntimeError, ValueError, TypeError, HydraException)
 
 
-def report_user_errors(fn: Callable[[], Any]) -> int:
-    """Run ``fn``; a user mistake (:data:`USER_ERRORS`, Hydra's composition errors included) prints one line
-    ``error: MESSAGE`` to stderr and gives 2, anything else propagates with its traceback; 0 on success."""
+def report_user_errors(fn: Callable[[], Any], full_error: bool = False) -> int:
+    """Run ``fn``; a user mistake (:func:`zoo.errors.is_user_error` or :data:`USER_ERRORS`, Hydra's composition
+    errors included) prints one line ``error: MESSAGE`` to stderr (:func:`zoo.cli.report`) and gives
+    :data:`zoo.cli.EXIT_USER_ERROR`; anything else, or any error with ``full_error``, propagates with its
+    traceback; 0 on success."""
     try:
         fn()
-    except USER_ERRORS as err:
+    except Exception as err:
+        if full_error or not (is_user_error(err) or isinstance(err, USER_ERRORS)):
+            raise
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         lines = [line for line in lines if not line.startswith(("full_key:", "object_type=", "reference_type="))]
-        print(f"error: {' '.join(lines)}", file=sys.stderr)
-        return 2
+        report(UserError(" ".join(lines) or type(err).__name__))  # Hydra's messages span several lines
+        return EXIT_USER_ERROR
     return 0
 
 
@@ -386,6 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line (``argv`` defaults to ``sys.argv[1:]``); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    global _SHOW_TRACEBACKS
+    _SHOW_TRACEBACKS = show_tracebacks = full_error()  # before launch() sets HYDRA_FULL_ERROR itself
 
     def launch() -> None:
         overrides = hydra_overrides(argv)
@@ -405,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             HydraConfig.instance().cfg = None  # no stale job config left in this process
 
     try:
-        return report_user_errors(launch)
+        return report_user_errors(launch, full_error=show_tracebacks)
     except SystemExit as exit_:  # --help, --cfg: Hydra exits after printing
         return exit_.code if isinstance(exit_.code, int) else 0
 

@@ -13,9 +13,13 @@
 
 Writes ``metrics.json`` (with the overrides, the resolved model and data: :mod:`zoo.run_record`;
 ``scripts/collect.py`` tabulates runs and sweeps), ``checkpoints/`` and ``train.log`` to Hydra's run folder
-(``outputs/DATE/TIME``, ``multirun/DATE/TIME/N`` under ``-m``) and ends by printing the test bits per dim. Under ``torchrun`` every rank runs this script; only rank 0
-writes files, logs above warnings and prints. ``trainer.resume=auto`` looks for checkpoints in the run
-folder, so give resumable runs a fixed ``hydra.run.dir`` (Hydra's default folder is new every run).
+(``outputs/DATE/TIME``, ``multirun/DATE/TIME/N`` under ``-m``) and ends by printing the test bits per dim.
+Under ``torchrun`` every rank runs this script; only rank 0 writes files, logs above warnings and prints.
+``trainer.resume=auto`` looks for checkpoints in the run folder, so give resumable runs a fixed
+``hydra.run.dir`` (Hydra's default folder is new every run).
+
+A mistake in the command (a bad value, missing data, an unusable checkpoint) prints one ``error: ...``
+line and exits with status 2 (:mod:`zoo.cli`); ``ZOO_FULL_ERROR=1`` shows the traceback as well.
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import attention_patterns  # noqa: F401  (stores the schemas the configs/model/attention/ YAMLs extend)
+from zoo.cli import guard
 from zoo.run_record import hydra_context, name_sweep_runs
 from zoo.train import run, summary_line
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+@guard  # a user's mistake: one `error:` line, exit status 2; a bug: its traceback
 def main(cfg: DictConfig) -> float | None:
     run_dir = HydraConfig.get().runtime.output_dir
     name_sweep_runs(cfg, hydra_context())  # wandb: a sweep's runs share a group, each named after its overrides

@@ -111,6 +111,8 @@ class WandbLogger:
 
 
 _LOGGERS = {"none": NullLogger, "wandb": WandbLogger}
+#: wandb logger-config keys that configure training callbacks (read by zoo.train.run), not the logger
+CALLBACK_OPTIONS = ("prediction_images",)
 
 
 def build_logger(
@@ -125,8 +127,9 @@ def build_logger(
         if options:
             raise TypeError(f"logger 'none' takes no options, got {sorted(options)}")
         return NullLogger()
-    valid = ("project", "entity", "mode", "run_name", "group", "tags", "sample_images")
+    valid = ("project", "entity", "mode", "run_name", "group", "tags", "sample_images", *CALLBACK_OPTIONS)
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise TypeError(f"unknown option(s) {unknown} for logger 'wandb'; valid options are {list(valid)}")
+    options = {k: v for k, v in options.items() if k not in CALLBACK_OPTIONS}
     return WandbLogger(run_dir, config=config, **options)
