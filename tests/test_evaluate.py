@@ -266,16 +266,14 @@ def test_arguments_become_hydra_overrides_of_configs_evaluate_yaml() -> None:
         ev.hydra_overrides(["split=[val"])
 
 
-def test_help_shows_the_config_and_examples() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "bits per dim of a trained checkpoint" in proc.stdout
-    assert "-m checkpoint=runs/a,runs/b" in proc.stdout
+def test_help_shows_the_config_and_examples(capsys: pytest.CaptureFixture) -> None:
+    assert ev.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "bits per dim of a trained checkpoint" in out
+    assert "-m checkpoint=runs/a,runs/b" in out
     for key in ("checkpoint: null", "split: test", "examples: null", "data: {}", "output: null"):
-        assert key in proc.stdout
-    assert "model/attention" not in proc.stdout  # the train config's groups are not listed here
+        assert key in out
+    assert "model/attention" not in out  # the train config's groups are not listed here
 
 
 def test_multirun_over_checkpoints_gives_each_its_own_numbers(trained: dict[str, Any], tmp_path: Path) -> None:
