@@ -518,14 +518,34 @@ def test_xformers_rejects_patterns_without_exact_bias():
 
 # --------------------------------------------------------------------------- auto
 def test_auto_choice_is_logged_once_and_correct(caplog):
+    """Each decision is logged once per (pattern, device, choice) at DEBUG (the model logs it at INFO),
+    also when the length changes (the uncached sampler calls every prefix length)."""
     be = AutoBackend()
     comp = build({"name": "strided", "stride": 16})
     assert be.choose(comp, 100, "cpu") == "blocksparse"
-    with caplog.at_level("INFO", logger="attention_patterns.backends.auto"):
+    with caplog.at_level("DEBUG", logger="attention_patterns.backends.auto"):
         check_against_dense(be, comp, 203, H=HEADS, D=8)
         check_against_dense(be, comp, 203, H=HEADS, D=8)
+        check_against_dense(be, comp, 64, H=HEADS, D=8)
     lines = [r.getMessage() for r in caplog.records if "auto attention backend" in r.getMessage()]
     assert len(lines) == 1 and "blocksparse" in lines[0]
+
+
+def test_auto_forwards_options_to_the_backend_it_picks(caplog):
+    """Options reach the chosen backend (values checked at once); unknown ones fail naming the valid ones."""
+    be = AutoBackend(save_probs=True, block_size=32)
+    comp = build({"name": "bigbird", "block_size": 16})
+    check_against_dense(be, comp, 100, D=8)
+    inner = be._backends["blocksparse"]
+    assert inner.save_probs is True and inner.block_size == 32
+    assert "save_probs=True" in repr(be)
+    with pytest.raises(ValueError, match="save_probs must be True, False or 'auto', got 'yes'"):
+        AutoBackend(save_probs="yes")
+    with pytest.raises(ValueError, match=r"none of which takes \['blocksize'\]; valid options are \[.*'block_size'"):
+        AutoBackend(blocksize=64)
+    with caplog.at_level("WARNING", logger="attention_patterns.backends.auto"):
+        AutoBackend(save_probs=True, compile=False)._backend("flex")  # flex takes compile, not save_probs
+    assert "flex does not take options ['save_probs']" in caplog.records[-1].getMessage()
 
 
 # --------------------------------------------------------------------------- GPU
@@ -544,3 +564,18 @@ def test_gpu_backends_match_dense(backend, case_id, cfg):
         g = torch.randn_like(out)
         for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g)):
             torch.testing.assert_close(a, b, atol=1e-4 * math.sqrt(300), rtol=1e-3)
+
+
+@pytest.mark.parametrize("save_probs", [True, False], ids=["probs", "recompute"])
+def test_blocksparse_backward_twice_with_retain_graph(save_probs):
+    """``retain_graph=True``: a second backward pass reuses the saved states and gives the same gradients."""
+    comp = build({"name": "fixed", "stride": 16, "c": 4, "mode": "split"})
+    q, k, v = qkv(100, D=8, Dv=16)
+    out = BlockSparseBackend(save_probs=save_probs).attend(q, k, v, comp)
+    g = torch.randn_like(out)
+    first = torch.autograd.grad(out, (q, k, v), g, retain_graph=True)
+    second = torch.autograd.grad(out, (q, k, v), g)
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    _, _, _, ref = reference(q, k, v, comp, 0)
+    torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=1e-4)

@@ -83,23 +83,58 @@ class _SparseAttention(torch.autograd.Function):
                 D = max(Dqk, Dv)
                 q, k, v = _pad_last(q, D), _pad_last(k, D), _pad_last(v, D)
             out, lse, states = plan.forward(q, k, v, scale, kernel, keep)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.plan, ctx.scale, ctx.kernel, ctx.states, ctx.serial = plan, scale, kernel, states, serial
+        # the pieces' states (kept softmaxes, gathered columns) are saved like q, k, v: autograd frees
+        # them after the backward pass, or keeps them for another one with retain_graph=True
+        template, kept = _flatten(states)
+        ctx.save_for_backward(q, k, v, out, lse, *kept)
+        ctx.plan, ctx.scale, ctx.kernel, ctx.template, ctx.serial = plan, scale, kernel, template, serial
         ctx.dims = (Dqk, Dv)
         return out[..., :Dv]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dout):
-        q, k, v, out, lse = ctx.saved_tensors
+        q, k, v, out, lse, *kept = ctx.saved_tensors
+        states = _unflatten(ctx.template, kept)
         Dqk, Dv = ctx.dims
         with serial_glue(use_serial_glue(ctx.serial, q.device)):
             dout = _pad_last(dout, out.shape[-1])
             if not ctx.plan.all_probs:  # the fused kernels want dense rows
                 dout = dout.contiguous()
-            dq, dk, dv = ctx.plan.backward(ctx.states, dout, q, k, v, out, lse, ctx.scale, ctx.kernel)
-        ctx.states = None
+            dq, dk, dv = ctx.plan.backward(states, dout, q, k, v, out, lse, ctx.scale, ctx.kernel)
         return dq[..., :Dqk], dk[..., :Dqk], dv[..., :Dv], None, None, None, None, None
+
+
+def _flatten(tree: Any) -> tuple[Any, list[Tensor]]:
+    """Nested lists/tuples with tensors -> (the same structure with tensors replaced by their index, tensors)."""
+    tensors: list[Tensor] = []
+
+    def walk(x):
+        if isinstance(x, Tensor):
+            tensors.append(x)
+            return _Slot(len(tensors) - 1)
+        if isinstance(x, (list, tuple)):
+            return type(x)(walk(y) for y in x)
+        return x
+
+    return walk(tree), tensors
+
+
+def _unflatten(template: Any, tensors: list[Tensor]) -> Any:
+    if isinstance(template, _Slot):
+        return tensors[template.index]
+    if isinstance(template, (list, tuple)):
+        return type(template)(_unflatten(y, tensors) for y in template)
+    return template
+
+
+class _Slot:
+    """Where a saved tensor goes back into a pieces' state (see :func:`_flatten`)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
 
 
 @register_backend
