@@ -388,7 +388,7 @@ def phase_attention(args, device, have, budget: Budget, notes: list[str]) -> lis
                     if not XFormersBackend.supports(comp):
                         continue  # fixed's summary columns have no exact xFormers bias
                 be = backend_for(name, device) if device.type == "cpu" else create_backend(name)
-                attends[name] = lambda q, k, v, be=be: be.attend(q, k, v, comp)
+                attends[name] = lambda q, k, v, be=be, comp=comp: be.attend(q, k, v, comp)
             plain = [x.detach() for x in inputs]  # no grad anywhere: flex serves these on CPU too
             fwd = {c: _forward_step(a, plain) for c, a in attends.items()}
             fb = {c: _train_step(a, inputs, g) for c, a in attends.items() if trains(c, device)}
@@ -464,7 +464,7 @@ def phase_training(args, device, budget: Budget, notes: list[str]) -> list[dict]
         for variant, model in models.items():
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-            def step(model=model, opt=opt):
+            def step(model=model, opt=opt, idx=idx):
                 opt.zero_grad(set_to_none=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16):
                     loss = model.loss(idx)
@@ -499,6 +499,7 @@ def phase_sampling(args, device, budget: Budget, notes: list[str]) -> list[dict]
         notes.append("sampling: zoo.generate is not in this checkout; cached sampling is not measured")
         return []
     from zoo.generate import generate
+
     from zoo.registry import build
 
     rows = []
