@@ -45,11 +45,14 @@ from ..base import AttentionPattern
 from . import register_backend
 from .base import AttentionBackend, check_qkv
 from .gather import GatherPiece
+from .pieces import CausalPiece, Piece
 from .plan import AttentionPlan, HeadGroup
 from .structured import head_groups, structured_pieces
 from .tile_kernel import KERNELS, PROBS_MAX_ELEMENTS, resolve_kernel, serial_glue, use_serial_glue
 
 BLOCK_SIZE_RANGE = (16, 128)
+#: causal subsequences up to this length keep their softmax by default (``save_probs="auto"``)
+SHORT_SUBSEQUENCE = 64
 
 
 def device_usable(device: torch.device | str) -> tuple[bool, str]:
@@ -203,15 +206,19 @@ class BlockSparseBackend(AttentionBackend):
             )
         return per_comp[key]
 
-    def _keeps_probs(self, elements: int | None, unequal_dims: bool) -> bool:
+    def _keeps_probs(self, piece: Piece, unequal_dims: bool) -> bool:
         """Whether a piece keeps its softmax (``save_probs``; see the module docstring)."""
+        elements = piece.probs_elements()
         if elements is None or self.save_probs is False:
             return False
         if self.save_probs is True:
             return True
-        # auto: measured on CPU, keeping P is 1.1-1.7x faster when the fused kernel would need q and k
-        # zero-padded to the value head dim, and 0.8-1.0x (slower) with equal head dims
-        return unequal_dims and elements <= PROBS_MAX_ELEMENTS
+        # auto, measured on CPU (1 thread, CPU time): keeping P is 1.1-1.7x faster when the fused kernel
+        # would need q and k zero-padded to the value head dim; with equal head dims it is 1.3x faster for
+        # causal subsequences of <= 64 positions (the fused kernel's per-tile work dominates such short
+        # tiles) and slower for bands and longer subsequences (0.8-1.0x)
+        short = isinstance(piece, CausalPiece) and piece.subsequence_length <= SHORT_SUBSEQUENCE
+        return (unequal_dims or short) and elements <= PROBS_MAX_ELEMENTS
 
     def _build_plan(self, component, n, layer, num_heads, device, dtype, unequal_dims=False) -> AttentionPlan:
         component.validate_length(n)
@@ -222,7 +229,7 @@ class BlockSparseBackend(AttentionBackend):
                 if pieces is None:
                     break
                 for piece in pieces:
-                    piece.probs = self._keeps_probs(piece.probs_elements(), unequal_dims)
+                    piece.probs = self._keeps_probs(piece, unequal_dims)
                 groups.append(HeadGroup(heads, pieces, num_heads, device))
             else:
                 return AttentionPlan(groups, num_heads, structured=True)
