@@ -102,7 +102,7 @@ class _SparseAttention(torch.autograd.Function):
         Dqk, Dv = ctx.dims
         with serial_glue(use_serial_glue(ctx.serial, q.device)):
             dout = _pad_last(dout, out.shape[-1])
-            if not ctx.plan.all_probs:  # the fused kernels want dense rows
+            if not ctx.plan.all_probs and dout.stride(-1) != 1:  # the fused kernels want dense rows
                 dout = dout.contiguous()
             dq, dk, dv = ctx.plan.backward(states, dout, q, k, v, out, lse, ctx.scale, ctx.kernel)
         return dq[..., :Dqk], dk[..., :Dqk], dv[..., :Dv], None, None, None, None, None

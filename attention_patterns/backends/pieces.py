@@ -465,11 +465,13 @@ class BandPiece(Piece):
 
 
 # ---------------------------------------------------------------------------------------------------------
-def summary_chunk_blocks(n_blocks: int, length: int, count: int, target_chunks: int = 4) -> int:
-    """Blocks per query chunk ``G`` for :class:`SummaryPiece`: about ``target_chunks`` chunks (few
-    kernel calls; the work is ``(nch + 1) / nch`` times the ideal), with the shared staircase mask
+def summary_chunk_blocks(n_blocks: int, length: int, count: int, target_chunks: int = 4, rows: int = 1024) -> int:
+    """Blocks per query chunk ``G`` for :class:`SummaryPiece`: at least ``target_chunks`` chunks and at
+    most about ``rows`` query rows per chunk (the work is ``(nch + 1) / nch`` times the ideal: more
+    chunks waste less; measured on CPU, calls of ~1024 rows lose nothing to per-call costs: at
+    n = 12288, l = 128, 12 chunks took 0.88x the time of 4), with the shared staircase mask
     ``(G l, n_blocks c)`` kept below 2**24 elements."""
-    g = max(1, -(-n_blocks // target_chunks))
+    g = max(1, min(-(-n_blocks // target_chunks), rows // length))
     cap = max(1, (1 << 24) // max(1, length * n_blocks * count))
     return min(g, cap)
 
