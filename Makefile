@@ -49,15 +49,17 @@ patterns: setup
 # Every benchmark that feeds docs/benchmarks.md (and docs/results/*.json), with the documented commands.
 # Run it on an otherwise idle machine: each script prints the load average in its machine line.
 benchmarks: setup
-	$(PY) scripts/benchmark_attention.py --n 1024 3072 8192 12288 --repeats 7 --masked-reference --save attention_cpu --plot docs/img/attention_cpu.png
+	$(PY) scripts/benchmark_attention.py --n 1024 3072 8192 12288 --repeats 7 --masked-reference --breakdown --save attention_cpu --plot docs/img/attention_cpu.png
 	$(PY) scripts/benchmark_attention.py --n 3072 12288 --repeats 7 --threads 1 --no-memory --save attention_cpu_1thread
 	$(PY) scripts/benchmark_attention.py --n 3072 12288 --repeats 7 --mode merged --save attention_cpu_merged
 	$(PY) scripts/benchmark_attention.py --n 3072 12288 --repeats 7 --dtype bfloat16 --save attention_cpu_bf16
 	$(PY) scripts/benchmark_model.py --shapes cifar10 enwik8 --layers 2 --repeats 7 --variants dense strided fixed bound --save model_step
-	$(PY) scripts/benchmark_model.py --shapes cifar10 --layers 2 --repeats 7 --precision bf16 --variants dense strided fixed bound --save model_step_bf16
-	$(PY) scripts/benchmark_model.py --shapes cifar10 --layers 2 --repeats 5 --profile --variants bound --save model_profile
+	$(PY) scripts/benchmark_model.py --shapes cifar10 --layers 2 --repeats 7 --precisions fp32 bf16 --variants dense strided fixed bound --save model_step_bf16
+	$(PY) scripts/benchmark_model.py --shapes cifar10 --layers 2 --repeats 5 --profile --variants strided bound --save model_profile
 	$(PY) scripts/benchmark_recompute.py --model cifar10_paper --layers 8 --seq-len 3072 --batch 1 --save recompute
-	$(PY) scripts/max_length.py --backends blocksparse --start 131072 --max-n 1048576 --budget-gib 20 --save max_length
+	$(PY) scripts/max_length.py --backends blocksparse --start 262144 --max-n 1048576 --budget-gib 20 --time-limit-s 3600 --save max_length
+	$(PY) scripts/record_run.py train_fp32 -- trainer.steps=300 trainer.test=false
+	$(PY) scripts/record_run.py train_bf16 -- trainer.steps=300 trainer.test=false trainer.precision=bf16
 
 # The GPU check (scripts/gpu_check.py): only this repository, torch (+triton) and the wheels in $(WHEELS)
 # are needed, so it runs with the machine's own python: `make gpu-check`, `make gpu-check ARGS="--device cpu"`.

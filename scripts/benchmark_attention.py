@@ -145,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         "--masked-reference", action="store_true", help="also time the dense masked reference backend"
     )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
+    p.add_argument(
+        "--breakdown", action="store_true",
+        help="profile blocksparse: time in the fused tile kernels vs the rest (layout copies, merges, glue)",
+    )  # fmt: skip
     p.add_argument("--plot", help="write a PNG of time and memory against n (log axes)")
     p.add_argument("--json", help="write all measurements to this file")
     p.add_argument("--save", metavar="NAME", help="write docs/results/NAME.json (doc_results; rendered by markdown())")
@@ -212,19 +216,43 @@ def main(argv: list[str] | None = None) -> int:
                     r["mem_ratio"] = (
                         r["peak_mib"] / base["peak_mib"] if r["peak_mib"] and base["peak_mib"] else None
                     )
+            if args.breakdown and "blocksparse" in fb:
+                r = next(r for r in results if (r["pattern"], r["n"], r["backend"]) == (pattern, n, "blocksparse"))
+                r["kernels_s"] = kernel_breakdown(fb["blocksparse"], max(3, args.repeats // 2))
             print(f"# done: {pattern} n={n}", flush=True)
 
     data = {"machine": machine, "results": results,
             "config": {k: getattr(args, k) for k in ("batch", "heads", "head_dim", "dtype", "threads", "mode", "repeats")}}  # fmt: skip
     tables = markdown(data)
-    print(tables["main"])
-    print(tables["targets"])
+    for key in ("main", "targets", "breakdown"):
+        if key in tables:
+            print(tables[key])
     bc.write_json(args.json, results)
     if args.save:
         print(f"# wrote {doc_results.save(args.save, data, renderer='benchmark_attention:markdown')}")
     if args.plot:
         plot(results, args.plot)
     return 0
+
+
+#: the operators that compute attention tiles (the fused CPU flash kernels and the kept-softmax path)
+KERNEL_OPS = (
+    "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+    "aten::bmm", "aten::baddbmm", "aten::_softmax", "aten::_softmax_backward_data", "aten::logsumexp",
+)  # fmt: skip
+
+
+def kernel_breakdown(step, repeats: int) -> float:
+    """Seconds per call that ``step`` spends in the tile kernels (profiler self time of
+    :data:`KERNEL_OPS`, over ``repeats`` calls in one profile). The rest of the backend's time (layout
+    copies, gradient folds, merges, Python) is its measured time minus this."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            step()
+    return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in KERNEL_OPS) / 1e6 / repeats
 
 
 def markdown(data: dict) -> dict[str, str]:
@@ -259,7 +287,21 @@ def markdown(data: dict) -> dict[str, str]:
     )
     if data.get("machine"):
         setting = f"Machine: {data['machine']}. " + setting
-    return {
+    split = [r for r in results if r.get("kernels_s") and r.get("fwdbwd_s")]
+    breakdown = None
+    if split:
+        rows_b = []
+        for r in split:
+            base = next(b for b in results if (b["pattern"], b["n"], b["backend"]) == (r["pattern"], r["n"], BASELINE))
+            rest = max(0.0, r["fwdbwd_s"] - r["kernels_s"])
+            rows_b.append([r["pattern"], f"{r['n']:,}", bc.fmt_ms(r["fwdbwd_s"]), bc.fmt_ms(r["kernels_s"]), bc.fmt_ms(rest),
+                           f"{r['kernels_s'] / r['fwdbwd_s']:.0%}", bc.fmt_ratio(r["fwdbwd_ratio"]),
+                           bc.fmt_ratio(base["fwdbwd_s"] / r["kernels_s"])])  # fmt: skip
+        breakdown = bc.table(
+            ["pattern", "n", "blocksparse fwd+bwd ms", "in tile kernels ms", "everything else ms", "kernel share",
+             "ratio vs SDPA", "ratio if everything else were free"], rows_b)  # fmt: skip
+    out = {"breakdown": breakdown} if breakdown else {}
+    return out | {
         "main": setting + "\n\n" + bc.table(headers, rows),
         "targets": bc.table(["target", "wanted", "this run", "ideal (1 / density)", ""], target_rows)
         if target_rows

@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     data = {"machine": machine, "threads": args.threads, "repeats": args.repeats, "shapes": shapes,
             "results": results, "profiles": profiles, "peak_matmul_gflops": peak}  # fmt: skip
     tables = markdown(data)
-    for key in ("main", "bound", "profile"):
+    for key in ("main", "bound", "profile", "floor"):
         if key in tables:
             print(tables[key])
     bc.write_json(args.json, results)
@@ -345,6 +345,22 @@ def markdown(data: dict) -> dict[str, str]:
                 prow.append([pr["shape"], pr["variant"], pr["precision"], f"ops: {cat}", f"{v['ms']:.1f}", "",
                              f"{gf:.2f}" if gf else "-", f"{rate:.0f}" if rate else "-",
                              f"{rate / peak:.0%}" if rate and peak else "-"])  # fmt: skip
+        floor_rows = []
+        for pr in data["profiles"]:
+            att = pr["ops"].get("attention kernels", {})
+            bound = next((b for b in data["profiles"] if b["variant"] == "bound" and b["shape"] == pr["shape"]
+                          and b["precision"] == pr["precision"]), None)  # fmt: skip
+            if pr["variant"] == "bound" or not bound or not att.get("gflop") or not peak:
+                continue
+            floor_ms = att["gflop"] / peak * 1e3
+            bound_ms = sum(bound["parts_ms"].values())
+            floor_rows.append([pr["shape"], pr["variant"], pr["precision"], f"{att['gflop']:.2f}", f"{att['ms']:.1f}",
+                               f"{floor_ms:.1f}", f"{bound_ms:.1f}", f"{floor_ms / bound_ms:.1%}"])  # fmt: skip
+        if floor_rows:
+            tables["floor"] = bc.table(
+                ["shape", "variant", "precision", "attention GFLOP per step", "attention kernels ms",
+                 "the same GFLOP at the plain matmul's rate, ms", "bound step ms", "that floor vs the bound"],
+                floor_rows)  # fmt: skip
         tables["profile"] = (
             (f"A plain 2048 x 2048 float32 matmul reached **{peak:.0f} GFLOP/s** in the same run.\n\n" if peak else "")
             + bc.table(["shape", "variant", "precision", "part", "ms per step", "share", "GFLOP", "GFLOP/s",
