@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args.child)
         return 0
+    import torch
+
+    torch.set_num_threads(args.threads)  # as in the trials, so that the machine line says so
     machine = bc.machine()
     print(f"# machine: {machine}")
     print(f"# command: python {' '.join(sys.argv)}")

@@ -347,7 +347,8 @@ class BandPiece(Piece):
     def _tile_forward(self, q, k, v, scale, mask, kernel):
         """``(out, lse, P or None)`` of one band call."""
         if self.probs:  # alone: the softmax is the merged one, no log-sum-exp needed
-            return probs_forward(q, k, v, scale=scale, mask=mask, lse=not self.alone)
+            # every row's window holds the row itself: the fused softmax needs no empty-row check
+            return probs_forward(q, k, v, scale=scale, mask=mask, lse=not self.alone, rows_have_keys=True)
         return (*tile_forward(q, k, v, scale=scale, mask=mask, kernel=kernel), None)
 
     def _tile_backward(self, saved, dout, q, k, v, out, lse, scale, mask, kernel):

@@ -260,13 +260,15 @@ def probs_forward(
     mask: Tensor | None = None,
     causal: bool = False,
     lse: bool = True,
+    rows_have_keys: bool = False,
 ) -> tuple[Tensor, Tensor | None, Tensor]:  # (N, M, L, Dv), (N, M, L) or None, (N, M, L, S)
     """Softmax attention with the probabilities kept: ``(out, lse, P)``, ``P = softmax(q k^T scale + mask)``.
 
     ``P`` is in the accumulation dtype (:func:`acc_dtype`); rows with no allowed key get ``P = 0``,
     ``out = 0`` and ``lse = -inf``. q and v may have different head dims. ``lse=False`` skips the
     log-sum-exp (None is returned): a piece that is its heads' only piece never merges, and its
-    backward needs ``P`` only. Float32/float64 inputs whose mask leaves every row a key (bands and
+    backward needs ``P`` only. ``rows_have_keys=True`` promises that the mask leaves every row a key
+    (it is checked otherwise; causal tiles always have one). Float32/float64 inputs whose mask leaves every row a key (bands and
     causal subsequences: their rows always see themselves) take a fused path: one batched matmul
     that adds the mask, one fused softmax. Otherwise the scores are computed in the inputs' dtype
     and the softmax in float32, step by step, with empty rows set to zero.
@@ -275,7 +277,7 @@ def probs_forward(
     S = k.shape[-2]
     fused = q.dtype in (torch.float32, torch.float64) and k.dtype == q.dtype
     add = _additive(mask, causal, N, M, L, S, q.dtype, q.device) if fused else None  # (1 or N M, L, S)
-    if fused and (add is None or not bool(torch.isinf(add).all(-1).any())):  # every row has a key
+    if fused and (rows_have_keys or add is None or (causal and mask is None) or not bool(torch.isinf(add).all(-1).any())):
         q3, k3 = q.reshape(N * M, L, -1), k.reshape(N * M, S, -1)
         if add is None:
             s = torch.bmm(q3, k3.transpose(1, 2)).mul_(scale)
