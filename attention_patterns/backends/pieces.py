@@ -27,7 +27,9 @@ Outputs and gradients are written straight into destination views when given (``
 Bands and causal subsequences can keep their softmax for the backward pass instead of recomputing
 it (``probs = True``, set by the plan when :meth:`Piece.probs_elements` is small; see
 :func:`.tile_kernel.probs_forward`); ``alone = True`` tells a piece that it is its heads' only piece,
-so that its softmax is already the merged one.
+so that its softmax is already the merged one (and its log-sum-exp is not needed). Very long
+sequences (n ~ 10^6) run bands and the backward pass of subsequences in ranges of calls whose
+temporaries hold at most :data:`BAND_CHUNK_ELEMENTS` elements each.
 """
 
 from __future__ import annotations
@@ -265,7 +267,6 @@ class CausalPiece(Piece):
         dk = emit(self.to_time(gk, Hg), n, grads[1], accumulate)
         dv = emit(self.to_time(gv, Hg), n, grads[2], accumulate)
         return dq, dk, dv
-
 
     @staticmethod
     def _groups_per_call(N: int, length: int, E: int) -> int:
