@@ -182,11 +182,10 @@ def qkv(n: int, dtype: torch.dtype, device: torch.device, heads: int = 4, D: int
 
 
 def backend_for(name: str, device: torch.device) -> AttentionBackend:
-    """The backend under test; ``flex`` uncompiled on CPU (compiling its CPU kernel takes ~30 s a pattern)."""
+    """The backend under test with its defaults; ``flex`` uncompiled on CPU (compiling its CPU kernel
+    takes ~30 s a pattern, and CPU runs only its forward pass)."""
     if name == "flex" and device.type == "cpu":
         return create_backend("flex", block_size=16, compile=False)
-    if name == "flex":
-        return create_backend("flex", block_size=16)
     return create_backend(name)
 
 
