@@ -8,11 +8,12 @@ faster than dense), the pattern's density (fraction of the causal triangle atten
 ratio is ``1 / density``) and the peak memory of one forward+backward, measured in a fresh child
 process (see ``scripts/bench_common.py``).
 
-Defaults follow the project's kernel benchmark protocol: batch 1, 4 heads, head dim 64, float32, 2 threads, stride
+Defaults follow the project's protocol: batch 1, 4 heads, head dim 64, float32, 2 threads, stride
 ``l`` = the power of two nearest ``sqrt(n)`` (64 at n = 3072, 128 at n = 12288), ``c = 16`` for
-fixed. Example::
+fixed. ``--save NAME`` writes ``docs/results/NAME.json`` (rendered in docs/benchmarks.md by
+:func:`markdown`: the table, and the project's targets met or not). Example::
 
-    python scripts/benchmark_attention.py --n 3072 12288 --repeats 7 --plot docs/img/attention_bench.png
+    python scripts/benchmark_attention.py --n 3072 12288 --repeats 7 --save attention_cpu --plot docs/img/attention_cpu.png
 """
 
 from __future__ import annotations
@@ -28,12 +29,17 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
+import doc_results  # noqa: E402
 
 import attention_patterns as ap  # noqa: E402
 from attention_patterns.backends import backend_availability, create_backend  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 BASELINE = "sdpa-causal"
+#: the project's CPU kernel targets: forward+backward ratio to dense causal SDPA in one run (float32,
+#: batch 1, 4 heads, head dim 64, split heads), and peak memory at most 1.2x SDPA's
+TARGETS = {("strided", 3072): 10.0, ("strided", 12288): 35.0, ("fixed", 3072): 6.0, ("fixed", 12288): 12.0}
+MEMORY_TARGET = 1.2
 
 
 def auto_stride(n: int) -> int:
@@ -139,8 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         "--masked-reference", action="store_true", help="also time the dense masked reference backend"
     )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
+    p.add_argument(
+        "--breakdown", action="store_true",
+        help="profile blocksparse: time in the fused tile kernels vs the rest (layout copies, merges, glue)",
+    )  # fmt: skip
     p.add_argument("--plot", help="write a PNG of time and memory against n (log axes)")
     p.add_argument("--json", help="write all measurements to this file")
+    p.add_argument("--save", metavar="NAME", help="write docs/results/NAME.json (doc_results; rendered by markdown())")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -153,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     names = backends_for(args, device)
     if args.masked_reference:
         names.append("dense")
-    print(f"# machine: {bc.machine()}")
+    machine = bc.machine()
+    print(f"# machine: {machine}")
     print(f"# command: python {' '.join(sys.argv)}")
     print(
         f"# batch {args.batch}, heads {args.heads}, head dim {args.head_dim}, {args.dtype}, mode {args.mode}, "
@@ -204,22 +216,50 @@ def main(argv: list[str] | None = None) -> int:
                     r["mem_ratio"] = (
                         r["peak_mib"] / base["peak_mib"] if r["peak_mib"] and base["peak_mib"] else None
                     )
+            if args.breakdown and "blocksparse" in fb:
+                r = next(r for r in results if (r["pattern"], r["n"], r["backend"]) == (pattern, n, "blocksparse"))
+                r["kernels_s"] = kernel_breakdown(fb["blocksparse"], max(3, args.repeats // 2))
             print(f"# done: {pattern} n={n}", flush=True)
 
-    headers = [
-        "pattern",
-        "n",
-        "l",
-        "density",
-        "ideal",
-        "backend",
-        "fwd ms",
-        "fwd ratio",
-        "fwd+bwd ms",
-        "fwd+bwd ratio",
-        "peak MiB",
-        "mem vs SDPA",
-    ]
+    data = {"machine": machine, "results": results,
+            "config": {k: getattr(args, k) for k in ("batch", "heads", "head_dim", "dtype", "threads", "mode", "repeats")}}  # fmt: skip
+    tables = markdown(data)
+    for key in ("main", "targets", "breakdown"):
+        if key in tables:
+            print(tables[key])
+    bc.write_json(args.json, results)
+    if args.save:
+        print(f"# wrote {doc_results.save(args.save, data, renderer='benchmark_attention:markdown')}")
+    if args.plot:
+        plot(results, args.plot)
+    return 0
+
+
+#: the operators that compute attention tiles (the fused CPU flash kernels and the kept-softmax path)
+KERNEL_OPS = (
+    "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+    "aten::bmm", "aten::baddbmm", "aten::_softmax", "aten::_softmax_backward_data", "aten::logsumexp",
+)  # fmt: skip
+
+
+def kernel_breakdown(step, repeats: int) -> float:
+    """Seconds per call that ``step`` spends in the tile kernels (profiler self time of
+    :data:`KERNEL_OPS`, over ``repeats`` calls in one profile). The rest of the backend's time (layout
+    copies, gradient folds, merges, Python) is its measured time minus this."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            step()
+    return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in KERNEL_OPS) / 1e6 / repeats
+
+
+def markdown(data: dict) -> dict[str, str]:
+    """Renderer of a saved run: ``main`` (every case) and ``targets`` (the project's targets in this run)."""
+    results, cfg = data["results"], data.get("config", {})
+    headers = ["pattern", "n", "l", "density", "ideal", "backend", "fwd ms", "fwd ratio", "fwd+bwd ms",
+               "fwd+bwd ratio", "peak MiB", "mem vs SDPA"]  # fmt: skip
     rows = [
         [
             r["pattern"], str(r["n"]), str(r["stride"]), f"{r['density']:.4f}", f"{1 / r['density']:.1f}x", r["backend"],
@@ -228,11 +268,45 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for r in results
     ]  # fmt: skip
-    print(bc.table(headers, rows))
-    bc.write_json(args.json, results)
-    if args.plot:
-        plot(results, args.plot)
-    return 0
+    target_rows = []
+    for (pattern, n), goal in TARGETS.items():
+        r = next((r for r in results if (r["pattern"], r["n"], r["backend"]) == (pattern, n, "blocksparse")), None)
+        if r is None or r.get("fwdbwd_ratio") is None:
+            continue
+        got = r["fwdbwd_ratio"]
+        target_rows.append([f"{pattern}, n = {n:,}, fwd+bwd vs SDPA", f">= {goal:g}x", f"**{got:.2f}x**",
+                            f"{1 / r['density']:.1f}x", "met" if got >= goal else f"not met ({got / goal:.0%} of it)"])  # fmt: skip
+        mem = r.get("mem_ratio")
+        if mem is not None:
+            target_rows.append([f"{pattern}, n = {n:,}, peak memory vs SDPA", f"<= {MEMORY_TARGET:g}x", f"**{mem:.2f}x**", "",
+                                "met" if mem <= MEMORY_TARGET else "not met"])  # fmt: skip
+    setting = (
+        f"batch {cfg.get('batch', '?')}, {cfg.get('heads', '?')} heads, head dim {cfg.get('head_dim', '?')}, "
+        f"{cfg.get('dtype', '?')}, {cfg.get('threads', '?')} threads, `{cfg.get('mode', '?')}` heads, "
+        f"medians of {cfg.get('repeats', '?')} interleaved repeats; ratio = SDPA(is_causal) time / backend time."
+    )
+    if data.get("machine"):
+        setting = f"Machine: {data['machine']}. " + setting
+    split = [r for r in results if r.get("kernels_s") and r.get("fwdbwd_s")]
+    breakdown = None
+    if split:
+        rows_b = []
+        for r in split:
+            base = next(b for b in results if (b["pattern"], b["n"], b["backend"]) == (r["pattern"], r["n"], BASELINE))
+            rest = max(0.0, r["fwdbwd_s"] - r["kernels_s"])
+            rows_b.append([r["pattern"], f"{r['n']:,}", bc.fmt_ms(r["fwdbwd_s"]), bc.fmt_ms(r["kernels_s"]), bc.fmt_ms(rest),
+                           f"{r['kernels_s'] / r['fwdbwd_s']:.0%}", bc.fmt_ratio(r["fwdbwd_ratio"]),
+                           bc.fmt_ratio(base["fwdbwd_s"] / r["kernels_s"])])  # fmt: skip
+        breakdown = bc.table(
+            ["pattern", "n", "blocksparse fwd+bwd ms", "in tile kernels ms", "everything else ms", "kernel share",
+             "ratio vs SDPA", "ratio if everything else were free"], rows_b)  # fmt: skip
+    out = {"breakdown": breakdown} if breakdown else {}
+    return out | {
+        "main": setting + "\n\n" + bc.table(headers, rows),
+        "targets": bc.table(["target", "wanted", "this run", "ideal (1 / density)", ""], target_rows)
+        if target_rows
+        else "No target case (strided/fixed at n = 3072 or 12288 on blocksparse) in this run.",
+    }
 
 
 def plot(results: list[dict], path: str) -> None:

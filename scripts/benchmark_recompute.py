@@ -9,9 +9,9 @@ For each setting, one training step (forward + backward) of a registry model is 
   memory during the step minus the resident memory before it, after a warm-up step
   (``bench_common.measure_here``: what the machine actually had to provide; noisier).
 
-Example (the table in docs/training.md was made with it)::
+Example (the table in docs/training.md is generated from its ``--save`` output)::
 
-    python scripts/benchmark_recompute.py --model cifar10_paper --layers 8 --seq-len 3072 --batch 1
+    python scripts/benchmark_recompute.py --model cifar10_paper --layers 8 --seq-len 3072 --batch 1 --save recompute
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ if str(ROOT) not in sys.path:
 from zoo import registry  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_common import MALLOC_ENV, measure_here  # noqa: E402
+import doc_results  # noqa: E402
+from bench_common import MALLOC_ENV, machine, measure_here  # noqa: E402
 
 
 def build(model: str, layers: int, checkpoint_every: int, backend: str) -> torch.nn.Module:
@@ -75,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=3072)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--backend", default="blocksparse")
+    p.add_argument("--backend", default="auto")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--save", metavar="NAME", help="write docs/results/NAME.json (doc_results; rendered by markdown())")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -84,22 +86,41 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_child(args, args.child)))
         return 0
     rows = []
+    where = machine()
+    child_argv = [a for a in (argv if argv is not None else sys.argv[1:])]
+    if "--save" in child_argv:  # the children only measure
+        i = child_argv.index("--save")
+        del child_argv[i : i + 2]
     for every in (0, 1):
-        cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--child", str(every)]
+        cmd = [sys.executable, __file__, *child_argv, "--child", str(every)]
         env = {**os.environ, **MALLOC_ENV}  # freed memory goes back to the OS, so peak RSS is meaningful
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
         rows.append(json.loads(out))
-    print(f"model={args.model} layers={args.layers} seq_len={args.seq_len} batch={args.batch} backend={args.backend}")
-    print("| checkpoint_every | saved activations (MiB) | peak RSS growth in one step (MiB) |")
-    print("|---|---|---|")
-    for r in rows:
-        print(f"| {r['checkpoint_every']} | {r['saved_mib']:.1f} | {r['peak_rss_growth_mib']:.1f} |")
-    base, rec = rows
-    print(
-        f"recomputation keeps {rec['saved_mib'] / base['saved_mib']:.2f}x the saved activations "
-        f"and {rec['peak_rss_growth_mib'] / max(base['peak_rss_growth_mib'], 1e-9):.2f}x the peak RSS growth"
-    )
+    data = {"machine": where, "model": args.model, "layers": args.layers, "seq_len": args.seq_len,
+            "batch": args.batch, "backend": args.backend, "rows": rows}  # fmt: skip
+    print(markdown(data))
+    if args.save:
+        print(f"# wrote {doc_results.save(args.save, data, renderer='benchmark_recompute:markdown')}")
     return 0
+
+
+def markdown(data: dict) -> str:
+    """Renderer of a saved run: saved activations and peak RSS growth with and without recomputation."""
+    lines = [
+        f"`{data['model']}` with {data['layers']} layers, seq_len {data['seq_len']}, batch {data['batch']}, "
+        f"backend `{data['backend']}`. Machine: {data.get('machine', '?')}.",
+        "",
+        "| checkpoint_every | saved activations (MiB) | peak RSS growth in one step (MiB) |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {r['checkpoint_every']} | {r['saved_mib']:.1f} | {r['peak_rss_growth_mib']:.1f} |" for r in data["rows"]]
+    base, rec = data["rows"]
+    lines += [
+        "",
+        f"Recomputation keeps **{rec['saved_mib'] / base['saved_mib']:.2f}x** the saved activations and "
+        f"**{rec['peak_rss_growth_mib'] / max(base['peak_rss_growth_mib'], 1e-9):.2f}x** the peak RSS growth.",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ made, a sweep writes each job's ``evaluation.json`` under ``hydra.sweep.dir``):
 * ``precision``: ``fp32``, ``bf16`` or ``fp16`` autocast (default: the run's ``trainer.precision``);
 * ``data.<key>``: overrides of the run's data config (``data.root``, ``data.limit_test`` ...);
 * ``model.<key>``: overrides of fields that do not change the weights (``model.attention_backend``,
-  ``model.checkpoint_every``);
+  ``model.checkpoint_every``); attention is computed by the ``auto`` backend (the fastest exact one
+  for the device) whatever the run trained with, unless ``model.attention_backend=NAME`` says
+  otherwise (``dense``: the masked reference);
 * ``output``: also write the rows as JSON to this file.
 
 The model is rebuilt from the model config stored in the checkpoint and the data set from the run's
@@ -74,6 +76,8 @@ SPLITS = ("train", "val", "test")
 KEYS = ("checkpoint", "split", "examples", "batch_size", "device", "precision", "data", "model", "output")
 # ModelConfig fields that select how the same weights are computed; anything else would change the model.
 MODEL_OVERRIDABLE = ("attention_backend", "attention_backend_options", "checkpoint_every")
+# The backend evaluation uses unless model.attention_backend is given: the same numbers, computed fast.
+EVAL_BACKEND = "auto"
 # Trainer options that matter to evaluation; the others of the stored trainer config are ignored.
 # (not `threads`: the machine that evaluates is not necessarily the one that trained)
 TRAINER_KEYS = ("batch_size", "eval_batch_size", "num_workers", "precision")
@@ -287,6 +291,7 @@ def evaluate_checkpoint(
         raise EvaluationError(
             f"model.{bad[0]} cannot be changed for a trained checkpoint; only {list(MODEL_OVERRIDABLE)} can"
         )
+    extra.setdefault("attention_backend", EVAL_BACKEND)
     model_cfg = apply_overrides(model_cfg, **extra)
     check_shapes(model_cfg, data, path)
     model = load_model(state, model_cfg, path)

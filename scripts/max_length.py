@@ -2,7 +2,7 @@
 """Longest sequence one attention layer can train (forward + backward) within a memory budget.
 
 The layer is a pre-norm attention block of the Sparse Transformer (Child et al. 2019, §5.2):
-``x + W_o attention(W_qkv LayerNorm(x))`` with ``d = heads * head_dim`` (default 4 x 64 = 256),
+``x + W_o attention(W_q h, W_k h, W_v h)``, ``h = LayerNorm(x)``, with ``d = heads * head_dim`` (default 4 x 64 = 256),
 batch 1, float32, the pattern's stride ``l`` = the power of two nearest ``sqrt(n)``; one training
 step computes the loss ``sum(y * g)`` and backpropagates to the input and every parameter.
 
@@ -14,6 +14,9 @@ gradients) is read at the end; a trial passes if it finishes within the cap and 
 the longest passing length. Example::
 
     python scripts/max_length.py --backends blocksparse dense sdpa-causal --budget-gib 16
+    python scripts/max_length.py --backends blocksparse --start 131072 --max-n 1048576 --budget-gib 20 --save max_length
+
+``--save NAME`` writes ``docs/results/NAME.json`` (rendered in docs/benchmarks.md by :func:`markdown`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
+import doc_results  # noqa: E402
 
 STEP = 4096
 
@@ -56,7 +60,10 @@ def child(payload: str) -> None:
         cfg.update(stride=auto_stride(n), mode=a["mode"])
     comp = ap.build_attention(cfg)
     torch.manual_seed(0)
-    norm, qkv, proj = nn.LayerNorm(d), nn.Linear(d, 3 * d), nn.Linear(d, d)
+    # q, k and v as three projections: the same layer as one fused (d -> 3d) projection, whose backward
+    # would concatenate the three gradients into one more (n, 3d) tensor
+    norm, proj = nn.LayerNorm(d), nn.Linear(d, d)
+    wq, wk, wv = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
     if a["backend"] == "sdpa-causal":
 
         def attend(q, k, v):
@@ -71,7 +78,8 @@ def child(payload: str) -> None:
     x = torch.randn(1, n, d, requires_grad=True)
     g = torch.randn(1, n, d)
     t0 = time.perf_counter()
-    q, k, v = qkv(norm(x)).view(1, n, 3, H, D).permute(2, 0, 3, 1, 4)  # 3 x (1, H, n, D)
+    h = norm(x)
+    q, k, v = (w(h).view(1, n, H, D).transpose(1, 2) for w in (wq, wk, wv))  # 3 x (1, H, n, D)
     y = x + proj(attend(q, k, v).transpose(1, 2).reshape(1, n, d))
     y.backward(g)
     seconds = time.perf_counter() - t0
@@ -160,36 +168,68 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json")
+    p.add_argument("--save", metavar="NAME", help="write docs/results/NAME.json (doc_results; rendered by markdown())")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         child(args.child)
         return 0
-    print(f"# machine: {bc.machine()}")
+    import torch
+
+    torch.set_num_threads(args.threads)  # as in the trials, so that the machine line says so
+    machine = bc.machine()
+    print(f"# machine: {machine}")
     print(f"# command: python {' '.join(sys.argv)}")
     print(
         f"# one pre-norm attention layer, d = {args.heads} x {args.head_dim}, batch 1, float32, pattern {args.pattern} "
         f"({args.mode}, l = power of two nearest sqrt(n)); budget {args.budget_gib:g} GiB of process memory"
     )
-    rows, out = [], {}
+    out = {}
     for backend in args.backends:
         best, log = search(args, backend)
         out[backend] = {"longest_n": best, "trials": log}
+    data = {"machine": machine, "budget_gib": args.budget_gib, "max_n": args.max_n, "pattern": args.pattern,
+            "mode": args.mode, "heads": args.heads, "head_dim": args.head_dim, "threads": args.threads,
+            "backends": out}  # fmt: skip
+    tables = markdown(data)
+    print(tables["main"])
+    print(tables["trials"])
+    bc.write_json(args.json, out)
+    if args.save:
+        print(f"# wrote {doc_results.save(args.save, data, renderer='max_length:markdown')}")
+    return 0
+
+
+def markdown(data: dict) -> dict[str, str]:
+    """Renderer of a saved run: ``main`` (longest n per backend) and ``trials`` (every trial)."""
+    rows, trials = [], []
+    for backend, res in data["backends"].items():
+        best, log = res["longest_n"], res["trials"]
         last = next((r for r in reversed(log) if r["ok"] and r["n"] == best), None)
         first_fail = next((r for r in log if not r["ok"]), None)
-        limit = first_fail.get("why") if first_fail else f"not reached (stopped at --max-n {args.max_n})"
+        limit = first_fail.get("why") if first_fail else f"nothing: the search stops at --max-n {data['max_n']:,}"
         rows.append(
             [
-                backend, "-" if best is None else f"{best:,}",
+                backend, "-" if best is None else f"**{best:,}**",
                 "-" if last is None else f"{last['peak_gib']:.2f}", "-" if last is None else f"{last['seconds']:.1f}",
-                limit,
+                "-" if last is None else f"{last['peak_gib'] * 2**30 / best / 1024:.1f}", limit,
             ]
         )  # fmt: skip
-    print(
-        bc.table(["backend", "longest n", "peak GiB at that n", "step s at that n", "what stopped it"], rows)
+        for r in log:
+            trials.append([backend, f"{r['n']:,}", "ok" if r["ok"] else f"fails: {r.get('why')}",
+                           f"{r['seconds']:.1f}" if "seconds" in r else "-",
+                           f"{r['peak_gib']:.2f}" if "peak_gib" in r else "-"])  # fmt: skip
+    setting = (
+        f"Machine: {data.get('machine', '?')}. One pre-norm attention layer, d = {data['heads']} x {data['head_dim']}, "
+        f"batch 1, float32, `{data['pattern']}` ({data['mode']}, l = the power of two nearest sqrt(n)), "
+        f"{data['threads']} threads; budget {data['budget_gib']:g} GiB of process memory (RLIMIT_DATA, whole-process peak RSS)."
     )
-    bc.write_json(args.json, out)
-    return 0
+    return {
+        "main": setting + "\n\n" + bc.table(
+            ["backend", "longest n that trains", "peak GiB at that n", "step s at that n", "KiB per position",
+             "what stopped it"], rows),  # fmt: skip
+        "trials": bc.table(["backend", "n", "result", "step s", "peak GiB"], trials),
+    }
 
 
 if __name__ == "__main__":

@@ -116,6 +116,9 @@ def test_save_probs_policy_picks_pieces_by_size(monkeypatch):
     assert plan.all_probs and all(p.probs for p in plan.pieces)
     assert not any(p.alone for p in plan.pieces)  # band + residues merged: two pieces per head
     plan = BlockSparseBackend().plan(comp, 200, 0, HEADS, cpu, torch.float32)  # equal head dims
+    # bands recompute; causal subsequences of <= 64 positions (200 / 16 -> 13) keep their softmax
+    assert [(type(p).__name__, p.probs) for p in plan.pieces] == [("BandPiece", False), ("CausalPiece", True)]
+    plan = BlockSparseBackend().plan(comp, 3072, 0, HEADS, cpu, torch.float32)  # residues of 192 positions
     assert not any(p.probs for p in plan.pieces)
     split = BlockSparseBackend(save_probs=True).plan(
         build({"name": "strided", "stride": 16, "mode": "split"}), 200, 0, HEADS, cpu, torch.float32
@@ -518,14 +521,34 @@ def test_xformers_rejects_patterns_without_exact_bias():
 
 # --------------------------------------------------------------------------- auto
 def test_auto_choice_is_logged_once_and_correct(caplog):
+    """Each decision is logged once per (pattern, device, choice) at DEBUG (the model logs it at INFO),
+    also when the length changes (the uncached sampler calls every prefix length)."""
     be = AutoBackend()
     comp = build({"name": "strided", "stride": 16})
     assert be.choose(comp, 100, "cpu") == "blocksparse"
-    with caplog.at_level("INFO", logger="attention_patterns.backends.auto"):
+    with caplog.at_level("DEBUG", logger="attention_patterns.backends.auto"):
         check_against_dense(be, comp, 203, H=HEADS, D=8)
         check_against_dense(be, comp, 203, H=HEADS, D=8)
+        check_against_dense(be, comp, 64, H=HEADS, D=8)
     lines = [r.getMessage() for r in caplog.records if "auto attention backend" in r.getMessage()]
     assert len(lines) == 1 and "blocksparse" in lines[0]
+
+
+def test_auto_forwards_options_to_the_backend_it_picks(caplog):
+    """Options reach the chosen backend (values checked at once); unknown ones fail naming the valid ones."""
+    be = AutoBackend(save_probs=True, block_size=32)
+    comp = build({"name": "bigbird", "block_size": 16})
+    check_against_dense(be, comp, 100, D=8)
+    inner = be._backends["blocksparse"]
+    assert inner.save_probs is True and inner.block_size == 32
+    assert "save_probs=True" in repr(be)
+    with pytest.raises(ValueError, match="save_probs must be True, False or 'auto', got 'yes'"):
+        AutoBackend(save_probs="yes")
+    with pytest.raises(ValueError, match=r"none of which takes \['blocksize'\]; valid options are \[.*'block_size'"):
+        AutoBackend(blocksize=64)
+    with caplog.at_level("WARNING", logger="attention_patterns.backends.auto"):
+        AutoBackend(save_probs=True, compile=False)._backend("flex")  # flex takes compile, not save_probs
+    assert "flex does not take options ['save_probs']" in caplog.records[-1].getMessage()
 
 
 # --------------------------------------------------------------------------- GPU
@@ -544,3 +567,44 @@ def test_gpu_backends_match_dense(backend, case_id, cfg):
         g = torch.randn_like(out)
         for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g)):
             torch.testing.assert_close(a, b, atol=1e-4 * math.sqrt(300), rtol=1e-3)
+
+
+@pytest.mark.parametrize("save_probs", [True, False], ids=["probs", "recompute"])
+def test_blocksparse_backward_twice_with_retain_graph(save_probs):
+    """``retain_graph=True``: a second backward pass reuses the saved states and gives the same gradients."""
+    comp = build({"name": "fixed", "stride": 16, "c": 4, "mode": "split"})
+    q, k, v = qkv(100, D=8, Dv=16)
+    out = BlockSparseBackend(save_probs=save_probs).attend(q, k, v, comp)
+    g = torch.randn_like(out)
+    first = torch.autograd.grad(out, (q, k, v), g, retain_graph=True)
+    second = torch.autograd.grad(out, (q, k, v), g)
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    _, _, _, ref = reference(q, k, v, comp, 0)
+    torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "cfg,n",
+    [
+        ({"name": "strided", "stride": 16, "mode": "split"}, 256),  # band ranges + residue ranges
+        ({"name": "strided", "stride": 16, "mode": "merged"}, 203),  # ragged: band ranges, strict residues whole
+        ({"name": "fixed", "stride": 16, "c": 4, "mode": "split"}, 256),  # chunk ranges + summary columns
+        ({"name": "local", "window": 40}, 150),
+    ],
+    ids=["strided-split", "strided-merged-ragged", "fixed-split", "local"],
+)
+def test_long_sequence_ranges_match_dense(monkeypatch, cfg, n):
+    """Very long sequences cut bands and subsequences into ranges of calls (bounded temporaries);
+    forced here with a tiny budget: outputs and gradients still equal the dense reference."""
+    from attention_patterns.backends import pieces
+
+    monkeypatch.setattr(pieces, "BAND_CHUNK_ELEMENTS", 2048)
+    comp = build(cfg)
+    be = BlockSparseBackend(save_probs=False)
+    band = next((p for p in be.plan(comp, n, 0, HEADS, torch.device("cpu"), torch.float32).pieces
+                 if isinstance(p, pieces.BandPiece)), None)  # fmt: skip
+    if band is not None:
+        assert len(band._chunks(2, 32)) > 1
+    check_against_dense(be, comp, n)
+    check_against_dense(be, comp, n, Dv=24)

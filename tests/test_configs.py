@@ -244,3 +244,27 @@ def test_backend_and_its_options_come_from_the_config(compose_config):
     bad = [*TINY, "model.attention_backend=blocksparse", "+model.attention_backend_options.save_probs=maybe"]
     with pytest.raises(ValueError, match="save_probs must be True, False or 'auto', got 'maybe'"):
         build_from_config(compose_config("train", bad))
+
+
+def test_no_shipped_config_uses_the_dense_reference_without_saying_why(compose_config):
+    """The fast path (``auto``) is the default: every model variant and YAML uses it; a YAML line that
+    selects the O(n^2) dense masked reference must carry a comment saying why."""
+    from zoo.model import ModelConfig
+    from zoo.registry import get_model_config, list_models
+
+    assert ModelConfig().attention_backend == "auto"
+    assert {n: get_model_config(n).attention_backend for n in list_models()} == dict.fromkeys(list_models(), "auto")
+    offenders = []
+    for path in sorted(CONFIGS.rglob("*.yaml")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code, _, comment = line.partition("#")
+            if "attention_backend" in code and ":" in code:
+                value = code.split(":", 1)[1].strip().strip("'\"")
+                if value == "dense" and not comment.strip():
+                    offenders.append(f"{path.relative_to(CONFIGS)}:{number}: {line.strip()}")
+    assert not offenders, offenders
+    model, _ = build_from_config(compose_config("train", TINY))
+    assert model.backend.name == "auto"
+    for name in options("experiment"):
+        cfg = compose_config("train", [f"experiment={name}"])
+        assert cfg.model.attention_backend == "auto", name

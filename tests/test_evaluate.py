@@ -170,6 +170,19 @@ def test_model_overrides(trained: dict[str, Any]) -> None:
         ev.evaluate_checkpoint(trained["checkpoint"], "test", model_overrides={"n_layer": 3})
 
 
+def test_evaluation_uses_the_auto_backend_unless_told(trained: dict[str, Any], caplog) -> None:
+    """Whatever the run trained with, evaluation computes attention with ``auto``; the dense reference
+    only when asked, and both give the same number."""
+    with caplog.at_level("INFO", logger="zoo.model"):
+        fast = ev.evaluate_checkpoint(trained["checkpoint"], "test", examples=4)
+        assert "computed by backend auto -> blocksparse" in caplog.records[-1].getMessage()
+        ref = ev.evaluate_checkpoint(
+            trained["checkpoint"], "test", examples=4, model_overrides={"attention_backend": "dense"}
+        )
+        assert "computed by backend dense" in caplog.records[-1].getMessage()
+    assert fast["rows"][0]["bits_per_dim"] == pytest.approx(ref["rows"][0]["bits_per_dim"], rel=1e-5)
+
+
 def test_cli_prints_a_table_and_writes_json(trained: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
     proc = subprocess.run(

@@ -254,7 +254,8 @@ def test_blocks_pass_their_layer_index_and_share_one_component_and_backend():
 
     over = tiny_overrides("strided")
     over["attention"] = {**over["attention"], "mode": "interleaved"}
-    model = randomize(build("strided", **{**over, "n_layer": 3})).eval()
+    # the dense reference, explicitly: the recorder below computes with it too, so outputs are bit-identical
+    model = randomize(build("strided", **{**over, "n_layer": 3, "attention_backend": "dense"})).eval()
     reference = model(torch.zeros(1, over["seq_len"], dtype=torch.long))
     recorder = Recorder()
     for block in model.blocks:
@@ -436,3 +437,22 @@ def test_out_of_range_bytes_fail_naming_the_value(value):
     idx[1, 100] = value
     with pytest.raises(ValueError, match=rf"value {value}, outside the vocabulary \[0, 255\]"):
         model(idx)
+
+
+def test_default_backend_is_auto_and_the_model_logs_what_it_resolved(caplog):
+    """``auto`` is the default; the model logs the backend it resolved once per device (one INFO line)."""
+    model = build("strided", n_layer=2)
+    assert model.config.attention_backend == "auto" and model.backend.name == "auto"
+    assert model.resolved_backend(784, "cpu") == "auto -> blocksparse"
+    idx = torch.randint(0, 256, (1, 784))
+    with caplog.at_level("INFO", logger="zoo.model"):
+        model(idx)
+        model(idx[:, :100])
+        model.loss(idx).backward()
+    lines = [r.getMessage() for r in caplog.records if r.name == "zoo.model"]
+    assert lines == ["attention: pattern 'strided' computed by backend auto -> blocksparse on cpu (n=784)"]
+    model.set_attention_backend("dense")
+    assert model.resolved_backend(784, "cpu") == "dense"
+    with caplog.at_level("INFO", logger="zoo.model"):
+        model(idx)
+    assert "computed by backend dense on cpu" in caplog.records[-1].getMessage()

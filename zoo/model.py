@@ -61,8 +61,11 @@ class ModelConfig:
     attention: dict[str, Any] = field(
         default_factory=lambda: {"name": "strided", "stride": 28, "mode": "split"}
     )
-    attention_backend: str = "dense"  # attention_patterns.backends name: how attention is computed
-    # options of that backend, e.g. {save_probs: false} or {block_size: 32} for blocksparse
+    # attention_patterns.backends name: how attention is computed. auto = the fastest exact backend for the
+    # device (blocksparse on CPU, xformers or flex on CUDA); dense = the O(n^2) masked reference (tests)
+    attention_backend: str = "auto"
+    # options of that backend, e.g. {save_probs: false} or {block_size: 32} for blocksparse (auto hands
+    # each option to the backend it picks)
     attention_backend_options: dict[str, Any] = field(default_factory=dict)
     embedding: str = "data"  # data | attention | absolute (§5.3)
     data_shape: list[int] = field(default_factory=lambda: [28, 28])  # one example's shape in byte order
@@ -197,6 +200,7 @@ class SparseTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.head = nn.Linear(config.n_embd, config.vocab_size)  # W_out (+ a bias, initialised to 0)
         self.reset_parameters()
+        self._backend_logged: set[str] = set()  # devices whose resolved backend was logged
 
     # ------------------------------------------------------------------ initialisation (§6)
     @torch.no_grad()
@@ -228,8 +232,31 @@ class SparseTransformer(nn.Module):
         """``H_0``: embeddings of the inputs shifted right by one, ``(B, T) -> (B, T, d)`` (§5.3)."""
         return self.embed_in(idx)
 
+    def resolved_backend(self, n: int, device: torch.device | str) -> str:
+        """The backend that computes attention at length ``n`` on ``device``: ``auto -> blocksparse``
+        for the auto backend (the backends it picks for the layers, comma-separated), else its name."""
+        choose = getattr(self.backend, "choose", None)
+        if choose is None:
+            return self.config.attention_backend
+        layers = range(min(self.config.n_layer, self.component.num_layers_period))
+        picked = list(dict.fromkeys(choose(self.component, n, device, layer) for layer in layers))
+        return f"{self.config.attention_backend} -> {', '.join(picked)}"
+
+    def _log_backend(self, x: Tensor) -> None:
+        """One INFO line per device: which backend computes the attention pattern."""
+        device = str(x.device)
+        if device in self._backend_logged:
+            return
+        self._backend_logged.add(device)
+        log.info(
+            "attention: pattern %r computed by backend %s on %s (n=%d)",
+            self.component.name, self.resolved_backend(x.shape[1], x.device), device, x.shape[1],
+        )  # fmt: skip
+
     def forward_embedded(self, x: Tensor) -> Tensor:
         """Blocks, final norm and logits on ``H_0``: ``(B, T, d) -> (B, T, vocab_size)`` (eq. 10-11)."""
+        if not torch.compiler.is_compiling():
+            self._log_backend(x)
         k = self.config.checkpoint_every
         for i, block in enumerate(self.blocks):
             if k > 0 and self.training and torch.is_grad_enabled() and i % k == 0:
@@ -269,5 +296,6 @@ class SparseTransformer(nn.Module):
         self.backend = backend
         self.config.attention_backend = name
         self.config.attention_backend_options = dict(options)
+        self._backend_logged = set()
         for block in self.blocks:
             block.attn.backend = backend

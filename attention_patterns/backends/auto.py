@@ -1,7 +1,9 @@
 """The ``auto`` backend: picks the fastest available backend for the device, pattern and length.
 
-The choice (measured on the benchmarks in ``docs/benchmarks.md``; Child et al. 2019 §5.5 on why
-sparse kernels pay off only when the pattern skips whole blocks):
+``auto`` is the default backend of every model (``ModelConfig.attention_backend``); the dense
+masked reference is for tests and for an explicit ``attention_backend=dense``. The choice (measured
+on the benchmarks in ``docs/benchmarks.md``; Child et al. 2019 §5.5 on why sparse kernels pay off
+only when the pattern skips whole blocks):
 
 * **CPU** - ``blocksparse`` at every length and density: its structured pieces and block gather
   run on fused CPU kernels and train, and it serves the dense pattern with the causal fused
@@ -12,22 +14,40 @@ sparse kernels pay off only when the pattern skips whole blocks):
   trains), else ``blocksparse``.
 * anything else - ``blocksparse``.
 
-The decision is logged once per ``(pattern, n, device)`` on the ``attention_patterns.backends.auto``
-logger; :meth:`AutoBackend.choose` returns it without running anything.
+Options (``AutoBackend(**options)``, or ``model.attention_backend_options`` in a config) are handed
+to the backend ``auto`` picks, each to the backends that take it: ``save_probs`` reaches
+``blocksparse`` on CPU and is left out (one warning line) when ``flex`` serves a CUDA tensor. An
+option that no candidate backend takes is an error.
+
+Each decision is logged once per ``(pattern, device, choice)`` on the
+``attention_patterns.backends.auto`` logger (DEBUG; the model logs the resolved backend at INFO,
+see :meth:`zoo.model.SparseTransformer.forward`); :meth:`AutoBackend.choose` returns it without
+running anything.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
 import torch
 
 from ..base import AttentionPattern
-from . import backend_availability, create_backend, register_backend
+from . import _get, backend_availability, create_backend, register_backend
 from .base import AttentionBackend, check_qkv
 
 log = logging.getLogger(__name__)
+
+#: the backends ``auto`` may delegate to (and whose options it forwards)
+CANDIDATES = ("blocksparse", "flex", "xformers")
+
+
+def backend_options(name: str) -> set[str]:
+    """Keyword options the constructor of backend ``name`` accepts."""
+    params = inspect.signature(_get(name).__init__).parameters.values()
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in params if p.kind in named and p.name not in ("self", "ops")}
 
 
 class AutoBackend(AttentionBackend):
@@ -36,9 +56,24 @@ class AutoBackend(AttentionBackend):
     name = "auto"
 
     def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
+        accepted = {name: backend_options(name) for name in CANDIDATES}
+        unknown = sorted(k for k in options if not any(k in acc for acc in accepted.values()))
+        if unknown:
+            valid = sorted(set().union(*accepted.values()))
+            raise ValueError(
+                f"backend 'auto' forwards options to {list(CANDIDATES)}, none of which takes {unknown}; "
+                f"valid options are {valid}"
+            )
+        self.options = dict(options)
+        self._accepted = accepted
         self._backends: dict[str, AttentionBackend] = {}
         self._logged: set[tuple] = set()
+        if any(k in accepted["blocksparse"] for k in options):  # bad values fail now, not at the first forward
+            self._backend("blocksparse")
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"AutoBackend({opts})"
 
     @classmethod
     def availability(cls, device: torch.device | str = "cpu") -> tuple[bool, str]:
@@ -62,18 +97,23 @@ class AutoBackend(AttentionBackend):
         return "blocksparse"
 
     def _backend(self, name: str) -> AttentionBackend:
-        if name not in self._backends:
-            self._backends[name] = create_backend(name)
-        return self._backends[name]
+        backends = self._backends
+        if name not in backends:
+            mine = {k: v for k, v in self.options.items() if k in self._accepted[name]}
+            dropped = sorted(set(self.options) - set(mine))
+            if dropped:
+                log.warning("auto attention backend: %s does not take options %s; they are left out", name, dropped)
+            backends[name] = create_backend(name, **mine)
+        return backends[name]
 
     def attend(self, q, k, v, component, layer=0, scale=None):
         check_qkv(q, k, v)
         T = q.shape[2]
         name = self.choose(component, T, q.device, layer)
-        key = (id(component), T, str(q.device), layer % component.num_layers_period)
+        key = (id(component), str(q.device), name)
         if key not in self._logged:
             self._logged.add(key)
-            log.info(
+            log.debug(
                 "auto attention backend: %s for pattern %r (n=%d, layer %d, device %s, density %s)",
                 name, component.name, T, layer, q.device, _density(component, T, layer),
             )  # fmt: skip

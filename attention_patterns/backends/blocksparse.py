@@ -45,11 +45,14 @@ from ..base import AttentionPattern
 from . import register_backend
 from .base import AttentionBackend, check_qkv
 from .gather import GatherPiece
+from .pieces import CausalPiece, Piece
 from .plan import AttentionPlan, HeadGroup
 from .structured import head_groups, structured_pieces
 from .tile_kernel import KERNELS, PROBS_MAX_ELEMENTS, resolve_kernel, serial_glue, use_serial_glue
 
 BLOCK_SIZE_RANGE = (16, 128)
+#: causal subsequences up to this length keep their softmax by default (``save_probs="auto"``)
+SHORT_SUBSEQUENCE = 64
 
 
 def device_usable(device: torch.device | str) -> tuple[bool, str]:
@@ -83,23 +86,58 @@ class _SparseAttention(torch.autograd.Function):
                 D = max(Dqk, Dv)
                 q, k, v = _pad_last(q, D), _pad_last(k, D), _pad_last(v, D)
             out, lse, states = plan.forward(q, k, v, scale, kernel, keep)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.plan, ctx.scale, ctx.kernel, ctx.states, ctx.serial = plan, scale, kernel, states, serial
+        # the pieces' states (kept softmaxes, gathered columns) are saved like q, k, v: autograd frees
+        # them after the backward pass, or keeps them for another one with retain_graph=True
+        template, kept = _flatten(states)
+        ctx.save_for_backward(q, k, v, out, lse, *kept)
+        ctx.plan, ctx.scale, ctx.kernel, ctx.template, ctx.serial = plan, scale, kernel, template, serial
         ctx.dims = (Dqk, Dv)
         return out[..., :Dv]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dout):
-        q, k, v, out, lse = ctx.saved_tensors
+        q, k, v, out, lse, *kept = ctx.saved_tensors
+        states = _unflatten(ctx.template, kept)
         Dqk, Dv = ctx.dims
         with serial_glue(use_serial_glue(ctx.serial, q.device)):
             dout = _pad_last(dout, out.shape[-1])
-            if not ctx.plan.all_probs:  # the fused kernels want dense rows
+            if not ctx.plan.all_probs and dout.stride(-1) != 1:  # the fused kernels want dense rows
                 dout = dout.contiguous()
-            dq, dk, dv = ctx.plan.backward(ctx.states, dout, q, k, v, out, lse, ctx.scale, ctx.kernel)
-        ctx.states = None
+            dq, dk, dv = ctx.plan.backward(states, dout, q, k, v, out, lse, ctx.scale, ctx.kernel)
         return dq[..., :Dqk], dk[..., :Dqk], dv[..., :Dv], None, None, None, None, None
+
+
+def _flatten(tree: Any) -> tuple[Any, list[Tensor]]:
+    """Nested lists/tuples with tensors -> (the same structure with tensors replaced by their index, tensors)."""
+    tensors: list[Tensor] = []
+
+    def walk(x):
+        if isinstance(x, Tensor):
+            tensors.append(x)
+            return _Slot(len(tensors) - 1)
+        if isinstance(x, (list, tuple)):
+            return type(x)(walk(y) for y in x)
+        return x
+
+    return walk(tree), tensors
+
+
+def _unflatten(template: Any, tensors: list[Tensor]) -> Any:
+    if isinstance(template, _Slot):
+        return tensors[template.index]
+    if isinstance(template, (list, tuple)):
+        return type(template)(_unflatten(y, tensors) for y in template)
+    return template
+
+
+class _Slot:
+    """Where a saved tensor goes back into a pieces' state (see :func:`_flatten`)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
 
 
 @register_backend
@@ -168,15 +206,19 @@ class BlockSparseBackend(AttentionBackend):
             )
         return per_comp[key]
 
-    def _keeps_probs(self, elements: int | None, unequal_dims: bool) -> bool:
+    def _keeps_probs(self, piece: Piece, unequal_dims: bool) -> bool:
         """Whether a piece keeps its softmax (``save_probs``; see the module docstring)."""
+        elements = piece.probs_elements()
         if elements is None or self.save_probs is False:
             return False
         if self.save_probs is True:
             return True
-        # auto: measured on CPU, keeping P is 1.1-1.7x faster when the fused kernel would need q and k
-        # zero-padded to the value head dim, and 0.8-1.0x (slower) with equal head dims
-        return unequal_dims and elements <= PROBS_MAX_ELEMENTS
+        # auto, measured on CPU (1 thread, CPU time): keeping P is 1.1-1.7x faster when the fused kernel
+        # would need q and k zero-padded to the value head dim; with equal head dims it is 1.3x faster for
+        # causal subsequences of <= 64 positions (the fused kernel's per-tile work dominates such short
+        # tiles) and slower for bands and longer subsequences (0.8-1.0x)
+        short = isinstance(piece, CausalPiece) and piece.subsequence_length <= SHORT_SUBSEQUENCE
+        return (unequal_dims or short) and elements <= PROBS_MAX_ELEMENTS
 
     def _build_plan(self, component, n, layer, num_heads, device, dtype, unequal_dims=False) -> AttentionPlan:
         component.validate_length(n)
@@ -187,7 +229,7 @@ class BlockSparseBackend(AttentionBackend):
                 if pieces is None:
                     break
                 for piece in pieces:
-                    piece.probs = self._keeps_probs(piece.probs_elements(), unequal_dims)
+                    piece.probs = self._keeps_probs(piece, unequal_dims)
                 groups.append(HeadGroup(heads, pieces, num_heads, device))
             else:
                 return AttentionPlan(groups, num_heads, structured=True)

@@ -27,7 +27,9 @@ Outputs and gradients are written straight into destination views when given (``
 Bands and causal subsequences can keep their softmax for the backward pass instead of recomputing
 it (``probs = True``, set by the plan when :meth:`Piece.probs_elements` is small; see
 :func:`.tile_kernel.probs_forward`); ``alone = True`` tells a piece that it is its heads' only piece,
-so that its softmax is already the merged one.
+so that its softmax is already the merged one (and its log-sum-exp is not needed). Very long
+sequences (n ~ 10^6) run bands and the backward pass of subsequences in ranges of calls whose
+temporaries hold at most :data:`BAND_CHUNK_ELEMENTS` elements each.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .tile_kernel import acc_dtype, probs_backward, probs_forward, tile_backward, tile_forward
+
+#: elements (per tensor) of the key windows one band call reads: longer sequences are cut into ranges
+#: of query blocks, so that the backward pass's window gradients stay small (memory for n ~ 10^6)
+BAND_CHUNK_ELEMENTS = 1 << 24
 
 Grads = tuple[Tensor, Tensor, Tensor]
 Dsts = tuple[Tensor | None, Tensor | None, Tensor | None]
@@ -195,6 +201,11 @@ class CausalPiece(Piece):
         """Time offset of the query rows of a strict piece (its first row of each subsequence is empty)."""
         return self.length if self.layout == "residue" else 1
 
+    @property
+    def subsequence_length(self) -> int:
+        """Positions of one subsequence (the tile side of each call)."""
+        return self._grid[1]
+
     def probs_elements(self) -> int:
         groups, length = self._grid
         return groups * length * length
@@ -209,12 +220,15 @@ class CausalPiece(Piece):
             ql_, kl_, vl_, offset = ql, kl, vl, 0
         p = l_ = None
         if ql_.shape[2] > 0:
-            if self.probs:
-                y, l_, p = probs_forward(ql_, kl_, vl_, scale=scale, causal=True)
+            if self.probs:  # alone: the softmax is the merged one, no log-sum-exp needed
+                y, l_, p = probs_forward(ql_, kl_, vl_, scale=scale, causal=True, lse=not self.alone)
             else:
                 y, l_ = tile_forward(ql_, kl_, vl_, scale=scale, causal=True, kernel=kernel)
             out = emit(self.to_time(y, Hg), self.n, out, offset=offset)
-            lse = emit(self.to_time(l_, Hg), self.n, lse, offset=offset, fill=float("-inf"))
+            if l_ is None:
+                lse = _filled(lse, (q.shape[0], Hg, self.n), torch.empty((), dtype=acc_dtype(q.dtype)), 0.0)
+            else:
+                lse = emit(self.to_time(l_, Hg), self.n, lse, offset=offset, fill=float("-inf"))
         else:
             out = _filled(out, (q.shape[0], Hg, self.n, v.shape[-1]), v, 0.0)
             lse = _filled(
@@ -243,6 +257,9 @@ class CausalPiece(Piece):
             merged = None if l_tile is None else (ol, ll, l_tile)
             gq, gk, gv = probs_backward(p, dol, ql, kl, vl, scale=scale, merged=merged)
         else:
+            per = self._groups_per_call(ql.shape[0], ql.shape[2], q.shape[-1] + v.shape[-1])
+            if per < ql.shape[1] and not self.strict and self.n == self.t_pad and self.layout != "full":
+                return self._backward_in_ranges(per, dol, ql, kl, vl, ol, ll, scale, kernel, grads, accumulate, q, k, v)
             gq, gk, gv = tile_backward(dol, ql, kl, vl, ol, ll, scale=scale, causal=True, kernel=kernel)
         if not self.strict:
             return tuple(emit(self.to_time(g, Hg), n, d, accumulate) for g, d in zip((gq, gk, gv), grads))
@@ -250,6 +267,39 @@ class CausalPiece(Piece):
         dk = emit(self.to_time(gk, Hg), n, grads[1], accumulate)
         dv = emit(self.to_time(gv, Hg), n, grads[2], accumulate)
         return dq, dk, dv
+
+    @staticmethod
+    def _groups_per_call(N: int, length: int, E: int) -> int:
+        """Subsequences per backward call, so that a call's gradients hold at most :data:`BAND_CHUNK_ELEMENTS`."""
+        return max(1, BAND_CHUNK_ELEMENTS // max(1, N * length * E))
+
+    def _backward_in_ranges(self, per, dol, ql, kl, vl, ol, ll, scale, kernel, grads, accumulate, q, k, v):
+        """The backward pass over ranges of subsequences (very long sequences: bounded temporaries).
+
+        Subsequences partition the positions, so each range writes (or adds) its own positions of the
+        destinations, seen as ``(B, Hg, groups, len, E)`` (chunks) or ``(B, Hg, len, groups, E)``
+        (residues): splitting the time axis is a view for any strides.
+        """
+        B, Hg = q.shape[:2]
+        groups, length = self._grid
+        dsts = [x.new_empty(x.shape) if d is None else d for d, x in zip(grads, (q, k, v))]
+        for g0 in range(0, groups, per):
+            g1 = min(groups, g0 + per)
+            parts = tile_backward(
+                dol[:, g0:g1], ql[:, g0:g1], kl[:, g0:g1], vl[:, g0:g1], ol[:, g0:g1], ll[:, g0:g1],
+                scale=scale, causal=True, kernel=kernel,
+            )  # fmt: skip
+            for g, dst in zip(parts, dsts):
+                g = g.reshape(B, Hg, g1 - g0, length, g.shape[-1])
+                if self.layout == "chunks":
+                    target = dst.unflatten(2, (groups, length))[:, :, g0:g1]
+                else:
+                    target, g = dst.unflatten(2, (length, groups))[:, :, :, g0:g1], g.transpose(2, 3)
+                if accumulate:
+                    target.add_(g)
+                else:
+                    target.copy_(g)
+        return tuple(dsts)
 
 
 def _filled(dst: Tensor | None, shape: tuple[int, ...], like: Tensor, value: float) -> Tensor:
@@ -297,8 +347,9 @@ class BandPiece(Piece):
 
     def _tile_forward(self, q, k, v, scale, mask, kernel):
         """``(out, lse, P or None)`` of one band call."""
-        if self.probs:
-            return probs_forward(q, k, v, scale=scale, mask=mask)
+        if self.probs:  # alone: the softmax is the merged one, no log-sum-exp needed
+            # every row's window holds the row itself: the fused softmax needs no empty-row check
+            return probs_forward(q, k, v, scale=scale, mask=mask, lse=not self.alone, rows_have_keys=True)
         return (*tile_forward(q, k, v, scale=scale, mask=mask, kernel=kernel), None)
 
     def _tile_backward(self, saved, dout, q, k, v, out, lse, scale, mask, kernel):
@@ -335,19 +386,42 @@ class BandPiece(Piece):
         qb = self._blocks(self._flat(q))
         kf, vf = self._flat(k), self._flat(v)
         saved = [(None, None), (None, None)]  # (P, lse of the call) of the main and first calls
-        if self.nb > K:  # full windows
-            y, l_, p = self._tile_forward(
-                qb[:, K:], self._windows(kf), self._windows(vf), scale, self.mask_main, kernel
-            )
+        chunks = self._chunks(kf.shape[0], kf.shape[-1] + vf.shape[-1])
+        if len(chunks) > 1:  # long sequences: the query blocks in ranges, temporaries bounded
+            out = q.new_empty((B, Hg, self.n, v.shape[-1])) if out is None else out
+            lse = torch.empty((B, Hg, self.n), dtype=acc_dtype(q.dtype), device=q.device) if lse is None else lse
+        kw, vw = (self._windows(kf), self._windows(vf)) if chunks else (None, None)
+        for P0, P1 in chunks:  # full windows
+            y, l_, p = self._tile_forward(qb[:, P0:P1], kw[:, P0 - K : P1 - K], vw[:, P0 - K : P1 - K],
+                                          scale, self.mask_main, kernel)  # fmt: skip
             saved[0] = (p, l_)
-            out = emit(self._time(y, B, Hg), self.n, out, offset=K * self.b)
-            lse = emit(self._time(l_, B, Hg), self.n, lse, offset=K * self.b)
+            fill = 0.0 if len(chunks) == 1 else None
+            out = emit(self._time(y, B, Hg), self.n, out, offset=P0 * self.b, fill=fill)
+            lse = self._emit_lse(l_, q, lse, P0 * self.b, fill)
         y, l_, p = self._tile_forward(qb[:, :f], self._firsts(kf), self._firsts(vf), scale, self.mask_first, kernel)
         saved[1] = (p, l_)
         fill = 0.0 if self.nb <= K else None
         out = emit(self._time(y, B, Hg), self.n, out, fill=fill)
-        lse = emit(self._time(l_, B, Hg), self.n, lse, fill=fill)
+        lse = self._emit_lse(l_, q, lse, 0, fill)
         return out, lse, (saved if keep and self.probs else None)
+
+    def _emit_lse(self, l_, q, lse, offset, fill):
+        """The call's log-sum-exp into time order (zeros when a lone piece kept its softmax instead:
+        nothing merges with it and its backward needs only the softmax)."""
+        B, Hg = q.shape[:2]
+        if l_ is None:
+            return _filled(lse, (B, Hg, self.n), torch.empty((), dtype=acc_dtype(q.dtype), device=q.device), 0.0)
+        return emit(self._time(l_, B, Hg), self.n, lse, offset=offset, fill=fill)
+
+    def _chunks(self, N: int, E: int) -> list[tuple[int, int]]:
+        """Ranges ``[P0, P1)`` of the query blocks of the main call: one range unless its key windows
+        would exceed :data:`BAND_CHUNK_ELEMENTS` (very long sequences; kept softmaxes are never split)."""
+        if self.nb <= self.K:
+            return []
+        per = max(1, BAND_CHUNK_ELEMENTS // max(1, N * (self.K + 1) * self.b * E))
+        if self.probs or per >= self.nb - self.K:
+            return [(self.K, self.nb)]
+        return [(P, min(self.nb, P + per)) for P in range(self.K, self.nb, per)]
 
     def backward(
         self, state, dout, q, k, v, out, lse, scale, kernel, grads=(None, None, None), accumulate=False
@@ -358,18 +432,26 @@ class BandPiece(Piece):
         qb, dob, ob, lb = (self._blocks(x) for x in (qf, dof, of, lf))
         dq, dk, dv = grads
         saved = state if state is not None else [(None, None), (None, None)]
-        if self.nb > K:
+        chunks = self._chunks(kf.shape[0], kf.shape[-1] + vf.shape[-1])
+        if len(chunks) > 1:  # every range adds into zeroed destinations
+            dq, dk, dv = (
+                x.new_zeros(x.shape) if d is None else (d if accumulate else d.zero_())
+                for d, x in ((dq, q), (dk, k), (dv, v))
+            )
+            accumulate = True
+        kw, vw = (self._windows(kf), self._windows(vf)) if chunks else (None, None)
+        for P0, P1 in chunks:
             gq, gk, gv = self._tile_backward(
-                saved[0], dob[:, K:], qb[:, K:], self._windows(kf), self._windows(vf), ob[:, K:], lb[:, K:],
-                scale, self.mask_main, kernel,
+                saved[0], dob[:, P0:P1], qb[:, P0:P1], kw[:, P0 - K : P1 - K], vw[:, P0 - K : P1 - K],
+                ob[:, P0:P1], lb[:, P0:P1], scale, self.mask_main, kernel,
             )  # fmt: skip
-            dq = emit(self._time(gq, B, Hg), n, dq, accumulate, offset=K * b)
+            dq = emit(self._time(gq, B, Hg), n, dq, accumulate, offset=P0 * b)
             folded = []
-            for g, dst in ((gk, dk), (gv, dv)):  # window slot t of query block K + P holds key block P + t
-                g = self._time(g, B, Hg)  # (B, Hg, nb - K, (K+1) b, E)
-                dst = emit(g[:, :, :, K * b :], n, dst, accumulate, offset=K * b)
+            for g, dst in ((gk, dk), (gv, dv)):  # window slot t of query block P holds key block P - K + t
+                g = self._time(g, B, Hg)  # (B, Hg, P1 - P0, (K+1) b, E)
+                dst = emit(g[:, :, :, K * b :], n, dst, accumulate, offset=P0 * b)
                 for t in range(K):
-                    emit(g[:, :, :, t * b : (t + 1) * b], n, dst, accumulate=True, offset=t * b)
+                    emit(g[:, :, :, t * b : (t + 1) * b], n, dst, accumulate=True, offset=(P0 - K + t) * b)
                 folded.append(dst)
             dk, dv = folded
             accumulate = True
@@ -385,11 +467,13 @@ class BandPiece(Piece):
 
 
 # ---------------------------------------------------------------------------------------------------------
-def summary_chunk_blocks(n_blocks: int, length: int, count: int, target_chunks: int = 4) -> int:
-    """Blocks per query chunk ``G`` for :class:`SummaryPiece`: about ``target_chunks`` chunks (few
-    kernel calls; the work is ``(nch + 1) / nch`` times the ideal), with the shared staircase mask
+def summary_chunk_blocks(n_blocks: int, length: int, count: int, target_chunks: int = 4, rows: int = 1024) -> int:
+    """Blocks per query chunk ``G`` for :class:`SummaryPiece`: at least ``target_chunks`` chunks and at
+    most about ``rows`` query rows per chunk (the work is ``(nch + 1) / nch`` times the ideal: more
+    chunks waste less; measured on CPU, calls of ~1024 rows lose nothing to per-call costs: at
+    n = 12288, l = 128, 12 chunks took 0.88x the time of 4), with the shared staircase mask
     ``(G l, n_blocks c)`` kept below 2**24 elements."""
-    g = max(1, -(-n_blocks // target_chunks))
+    g = max(1, min(-(-n_blocks // target_chunks), rows // length))
     cap = max(1, (1 << 24) // max(1, length * n_blocks * count))
     return min(g, cap)
 

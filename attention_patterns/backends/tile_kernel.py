@@ -259,20 +259,64 @@ def probs_forward(
     scale: float,
     mask: Tensor | None = None,
     causal: bool = False,
-) -> tuple[Tensor, Tensor, Tensor]:  # (N, M, L, Dv), (N, M, L), (N, M, L, S)
+    lse: bool = True,
+    rows_have_keys: bool = False,
+) -> tuple[Tensor, Tensor | None, Tensor]:  # (N, M, L, Dv), (N, M, L) or None, (N, M, L, S)
     """Softmax attention with the probabilities kept: ``(out, lse, P)``, ``P = softmax(q k^T scale + mask)``.
 
     ``P`` is in the accumulation dtype (:func:`acc_dtype`); rows with no allowed key get ``P = 0``,
-    ``out = 0`` and ``lse = -inf``. q and v may have different head dims.
+    ``out = 0`` and ``lse = -inf``. q and v may have different head dims. ``lse=False`` skips the
+    log-sum-exp (None is returned): a piece that is its heads' only piece never merges, and its
+    backward needs ``P`` only. ``rows_have_keys=True`` promises that the mask leaves every row a key
+    (it is checked otherwise; causal tiles always have one). Float32/float64 inputs whose mask leaves every row a key (bands and
+    causal subsequences: their rows always see themselves) take a fused path: one batched matmul
+    that adds the mask, one fused softmax. Otherwise the scores are computed in the inputs' dtype
+    and the softmax in float32, step by step, with empty rows set to zero.
     """
+    N, M, L, _ = q.shape
+    S = k.shape[-2]
+    fused = q.dtype in (torch.float32, torch.float64) and k.dtype == q.dtype
+    add = _additive(mask, causal, N, M, L, S, q.dtype, q.device) if fused else None  # (1 or N M, L, S)
+    if fused and (rows_have_keys or add is None or (causal and mask is None) or not bool(torch.isinf(add).all(-1).any())):
+        q3, k3 = q.reshape(N * M, L, -1), k.reshape(N * M, S, -1)
+        if add is None:
+            s = torch.bmm(q3, k3.transpose(1, 2)).mul_(scale)
+        else:
+            s = torch.baddbmm(add, q3, k3.transpose(1, 2), alpha=scale)  # (N M, L, S) scores + mask
+        out_lse = torch.logsumexp(s, dim=-1).view(N, M, L) if lse else None
+        p = torch.softmax(s, dim=-1)
+        del s
+        out = torch.bmm(p, v.reshape(N * M, S, -1)).view(N, M, L, -1)
+        return out, out_lse, p.view(N, M, L, S)
     p = _math_scores(q, k, mask, causal, scale)  # (N, M, L, S) scores, turned into P in place
     m = p.amax(dim=-1, keepdim=True)  # (N, M, L, 1); -inf on rows with no key
     m = m.masked_fill_(torch.isinf(m), 0.0)
     z = p.sub_(m).exp_().sum(dim=-1, keepdim=True)  # 0 on rows with no key
-    lse = z.log().add_(m).squeeze(-1)  # (N, M, L); -inf on rows with no key
+    out_lse = z.log().add_(m).squeeze(-1) if lse else None  # (N, M, L); -inf on rows with no key
     p = p.div_(z.masked_fill_(z == 0, 1.0))
     out = torch.matmul(p.to(v.dtype), v)
-    return out, lse, p
+    return out, out_lse, p
+
+
+_ADDITIVE: dict[tuple, Tensor] = {}
+
+
+def _additive(mask: Tensor | None, causal: bool, N: int, M: int, L: int, S: int, dtype, device) -> Tensor | None:
+    """The additive mask of a tile batched as ``(1 or N M, L, S)`` (the causal one cached per shape)."""
+    if mask is not None:
+        mask = mask.to(dtype)
+        if mask.dim() == 4 and mask.shape[0] == 1 and mask.shape[1] == 1:
+            mask = mask.reshape(1, L, S)  # one mask shared by every tile: stays broadcast
+        else:
+            mask = mask.expand(N, M, L, S).reshape(N * M, L, S)
+    if not causal:
+        return mask
+    key = (L, S, dtype, str(device))
+    if key not in _ADDITIVE:
+        if len(_ADDITIVE) > 64:  # bounded: one entry per tile shape in use
+            _ADDITIVE.clear()
+        _ADDITIVE[key] = _causal_additive(L, S, dtype, device).unsqueeze(0)
+    return _ADDITIVE[key] if mask is None else mask + _ADDITIVE[key]
 
 
 def probs_backward(
@@ -291,21 +335,31 @@ def probs_backward(
     ``p`` and ``dS = softmax_backward(dP, P)``. When the tile is one of several disjoint pieces merged
     through their log-sum-exps, pass ``merged = (out, lse, lse_tile)`` (the merged output and
     log-sum-exp of these rows and the tile's own log-sum-exp): the merged probabilities are
-    ``p exp(lse_tile - lse)`` and ``dS = P (dP - rowsum(dO * out))`` (see the module docstring).
+    ``p exp(lse_tile - lse)`` and ``dS = P (dP - rowsum(dO * O))`` (see the module docstring).
+    Batched matmuls over ``(N M)`` with the scale folded into the last two.
     """
     dt = p.dtype
+    N, M, L, S = p.shape
     if merged is not None:
         out, lse, lse_tile = merged
         factor = torch.exp(lse_tile.to(dt) - lse.to(dt)).nan_to_num_(0.0)  # 0 where the tile has no key
         p = p * factor.unsqueeze(-1)
-    dv = torch.matmul(p.transpose(-1, -2).to(dout.dtype), dout)
-    dp = torch.matmul(dout, v.transpose(-1, -2)).to(dt)  # (N, M, L, S)
+    p3 = p.reshape(N * M, L, S)
+    do3 = dout.reshape(N * M, L, -1)
+    dv = torch.bmm(p3.transpose(1, 2).to(dout.dtype), do3).view(N, M, S, -1)
+    dp = torch.bmm(do3, v.reshape(N * M, S, -1).transpose(1, 2)).to(dt)  # (N M, L, S)
     if merged is None:
-        ds = torch._softmax_backward_data(dp, p, -1, dt)
+        ds = torch._softmax_backward_data(dp, p3, -1, dt)
     else:
-        delta = (dout.to(dt) * out.to(dt)).sum(-1, keepdim=True)  # (N, M, L, 1)
-        ds = dp.sub_(delta).mul_(p)
-    ds = ds.mul_(scale).to(q.dtype)
-    dq = torch.matmul(ds, k)
-    dk = torch.matmul(ds.transpose(-1, -2), q)
-    return dq, dk, dv
+        delta = (dout.to(dt) * out.to(dt)).sum(-1).reshape(N * M, L, 1)  # rowsum(dO * O)
+        ds = dp.sub_(delta).mul_(p3)
+    del dp
+    ds = ds.to(q.dtype)
+    q3, k3 = q.reshape(N * M, L, -1), k.reshape(N * M, S, -1)
+    if q.dtype in (torch.float32, torch.float64):
+        dq = torch.baddbmm(q3, ds, k3, beta=0, alpha=scale)
+        dk = torch.baddbmm(k3, ds.transpose(1, 2), q3, beta=0, alpha=scale)
+    else:
+        ds = ds.mul_(scale)
+        dq, dk = torch.bmm(ds, k3), torch.bmm(ds.transpose(1, 2), q3)
+    return dq.view(N, M, L, -1), dk.view(N, M, S, -1), dv
