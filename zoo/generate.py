@@ -22,13 +22,15 @@ reference sampler's own function, so a seeded generator gives the reference samp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from attention_patterns.backends.tile_kernel import cpu_contended
 from attention_patterns.base import union_rows
 
 from .kv_cache import KVCache
@@ -110,39 +112,37 @@ class Decoder:
         return model.head(model.ln_f(x[:, -1]))  # (B, V)
 
     # ------------------------------------------------------------------ one attention row
-    def _keys(self, layer: int, t: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
-        """Keys of query ``t`` in ``layer``: ``(H' or 1, L)`` positions, and ``(H', L)`` validity (None: all valid)."""
+    def _keys(self, layer: int, t: int) -> tuple[Tensor, Tensor | None]:
+        """Keys of query ``t`` in ``layer``: positions ``(H' or 1, L)`` and validity ``(H', L)`` (None: all valid)."""
         parity = layer % len(self._head_parts)
         if parity not in self._rows:
             rows = union_rows(self._head_parts[parity], t)  # one sorted tensor per head (or one for all)
             lengths = [r.numel() for r in rows]
             if len(set(lengths)) == 1:
-                keys, valid = torch.stack(rows), None  # (H', L)
-            else:  # heads with rows of different lengths: pad, and mask the padding
-                keys = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (H', L)
-                valid = torch.arange(keys.shape[1])[None, :] < torch.tensor(lengths)[:, None]
-                valid = valid.to(device)
-            self._rows[parity] = (keys.to(device), valid)
+                self._rows[parity] = (torch.stack(rows), None)  # (H', L)
+            else:  # heads with rows of different lengths: pad with position t (just written), masked out
+                keys = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=t)  # (H', L)
+                valid = torch.arange(keys.shape[1])[None, :] < torch.tensor(lengths)[:, None]  # (H', L)
+                self._rows[parity] = (keys, valid)
         return self._rows[parity]
 
     def _attend_row(self, layer: int, q: Tensor, t: int) -> Tensor:  # q: (B, H, 1, Dqk)
         B, H, _, Dqk = q.shape
         cache = self.cache.layers[layer]
         assert cache.keys is not None and cache.values is not None
-        keys, valid = self._keys(layer, t, q.device)  # (H', L)
+        keys, valid = self._keys(layer, t)  # (H', L)
         L = keys.shape[1]
+        Dv = cache.values.shape[-1]
         if L == 0:  # no head has a key: zero output (as the backends give empty rows)
-            return q.new_zeros((B, H, 1, cache.values.shape[-1]))
-        slots = cache.slot(keys)  # (H', L)
-        if slots.shape[0] == 1:  # every head reads the same positions
-            kg = cache.keys.index_select(2, slots[0])  # (B, H, L, Dqk)
-            vg = cache.values.index_select(2, slots[0])  # (B, H, L, Dv)
-        else:
-            heads = torch.arange(H, device=q.device)[:, None]  # (H, 1)
-            kg = cache.keys[:, heads, slots]  # (B, H, L, Dqk)
-            vg = cache.values[:, heads, slots]  # (B, H, L, Dv)
+            return q.new_zeros((B, H, 1, Dv))
+        # slot of every (head, key) in the (B, H * S, D) view of the cache: one index_select per tensor
+        S = cache.slots
+        flat = (cache.slot(keys) + torch.arange(H)[:, None] * S).flatten().to(q.device)  # (H L,)
+        kg = cache.keys.view(B, H * S, Dqk).index_select(1, flat).view(B, H, L, Dqk)  # (B, H, L, Dqk)
+        vg = cache.values.view(B, H * S, Dv).index_select(1, flat).view(B, H, L, Dv)  # (B, H, L, Dv)
         scores = (q.float() @ kg.float().transpose(-1, -2)) * Dqk**-0.5  # (B, H, 1, L), eq. 3
         if valid is not None:
+            valid = valid.to(q.device)
             scores = scores.masked_fill(~valid[None, :, None, :], float("-inf"))
         probs = torch.softmax(scores, dim=-1)  # (B, H, 1, L)
         if valid is not None:
@@ -150,6 +150,30 @@ class Decoder:
             if bool(empty.any()):
                 probs = probs.masked_fill(empty[None, :, None, None], 0.0)  # NaN rows -> zero output
         return (probs @ vg.float()).to(cache.values.dtype)  # (B, H, 1, Dv)
+
+
+#: a decoding step on CPU with at most this many activations (batch x n_embd) runs on one thread
+SERIAL_STEP_MAX = 1 << 14
+
+
+@contextlib.contextmanager
+def step_threads(device: torch.device, batch: int, width: int) -> Iterator[None]:
+    """Decoding steps on one CPU thread when they are small or the CPU is shared.
+
+    A step is dozens of operations on ``(B, 1, d)`` tensors: too small to split across threads, and
+    on a CPU shared with other processes every multi-threaded operation waits for all of its threads
+    (measured: a 16-image completion took 0.54 s of CPU time on one thread and 200 s of wall time
+    on two threads of a 2-core machine at load 15).
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1 or (batch * width > SERIAL_STEP_MAX and not cpu_contended()):
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------------- prompts
@@ -171,7 +195,9 @@ def as_prompt(prompt: Any, num: int, vocab_size: int) -> Tensor | None:
         if rows.dtype.is_floating_point or rows.dtype == torch.bool or rows.dtype.is_complex:
             raise ValueError(f"prompt must hold integer byte values, got dtype {rows.dtype}")
     elif isinstance(prompt, Sequence):
-        rows = [list(r) if isinstance(r, (bytes, bytearray, Sequence, Tensor, np.ndarray)) else r for r in prompt]
+        rows = [
+            list(r) if isinstance(r, (bytes, bytearray, Sequence, Tensor, np.ndarray)) else r for r in prompt
+        ]
         if rows and not isinstance(rows[0], list):
             rows = [rows]  # one prompt given as a list of ints
         lengths = [len(r) for r in rows]
@@ -181,7 +207,9 @@ def as_prompt(prompt: Any, num: int, vocab_size: int) -> Tensor | None:
                 "so trim them to a common length (e.g. the shortest) or generate each length separately"
             )
     else:
-        raise ValueError(f"prompt must be bytes, a list of byte strings or a (num, P) tensor, got {type(prompt).__name__}")
+        raise ValueError(
+            f"prompt must be bytes, a list of byte strings or a (num, P) tensor, got {type(prompt).__name__}"
+        )
     rows = torch.as_tensor(rows, dtype=torch.long) if not isinstance(rows, Tensor) else rows.long()
     if rows.shape[0] == 1 and num > 1:
         rows = rows.expand(num, -1)
@@ -190,7 +218,9 @@ def as_prompt(prompt: Any, num: int, vocab_size: int) -> Tensor | None:
     if rows.numel():
         lo, hi = int(rows.min()), int(rows.max())
         if lo < 0 or hi >= vocab_size:
-            raise ValueError(f"the prompt holds the value {lo if lo < 0 else hi}, outside the bytes [0, {vocab_size - 1}]")
+            raise ValueError(
+                f"the prompt holds the value {lo if lo < 0 else hi}, outside the bytes [0, {vocab_size - 1}]"
+            )
     return rows.contiguous()
 
 
@@ -224,7 +254,9 @@ def generate(
     rows = as_prompt(prompt, num, config.vocab_size)
     P = 0 if rows is None else rows.shape[1]
     if P >= config.seq_len:
-        raise ValueError(f"the prompt has {P} bytes; the model's seq_len={config.seq_len} leaves none to generate")
+        raise ValueError(
+            f"the prompt has {P} bytes; the model's seq_len={config.seq_len} leaves none to generate"
+        )
     if max_new is None:
         max_new = config.seq_len - P
     if isinstance(max_new, bool) or not isinstance(max_new, int) or not 1 <= max_new <= config.seq_len - P:
@@ -242,10 +274,11 @@ def generate(
     try:
         decoder = Decoder(model, num, capacity=T)
         logits = decoder.prefill(out[:, :P] if P else None)  # (num, V): byte P
-        for t in range(P, T):
-            out[:, t] = draw(logits, temperature, top_k, top_p, generator)
-            if t + 1 < T:
-                logits = decoder.step(out[:, t])  # byte t + 1
+        with step_threads(device, num, config.n_embd):
+            for t in range(P, T):
+                out[:, t] = draw(logits, temperature, top_k, top_p, generator)
+                if t + 1 < T:
+                    logits = decoder.step(out[:, t])  # byte t + 1
     finally:
         model.train(was_training)
     return out

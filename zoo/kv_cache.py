@@ -64,7 +64,9 @@ class LayerCache:
         elif self.ring:
             start %= self.slots
         if start + T > self.slots:
-            raise ValueError(f"the cache holds {self.slots} positions; cannot write positions up to {start + T - 1}")
+            raise ValueError(
+                f"the cache holds {self.slots} positions; cannot write positions up to {start + T - 1}"
+            )
         self.keys[:, :, start : start + T] = k
         self.values[:, :, start : start + T] = v
 

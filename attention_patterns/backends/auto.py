@@ -19,6 +19,7 @@ logger; :meth:`AutoBackend.choose` returns it without running anything.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -29,6 +30,9 @@ from .base import AttentionBackend, check_qkv
 
 log = logging.getLogger(__name__)
 
+#: decisions remembered as already logged (the oldest is forgotten, and logged again if it recurs)
+LOGGED_KEYS = 64
+
 
 class AutoBackend(AttentionBackend):
     """Delegates every call to the backend :meth:`choose` picks (instances are kept and reused)."""
@@ -38,7 +42,7 @@ class AutoBackend(AttentionBackend):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._backends: dict[str, AttentionBackend] = {}
-        self._logged: set[tuple] = set()
+        self._logged: OrderedDict[tuple, None] = OrderedDict()  # the last LOGGED_KEYS decisions logged
 
     @classmethod
     def availability(cls, device: torch.device | str = "cpu") -> tuple[bool, str]:
@@ -72,7 +76,9 @@ class AutoBackend(AttentionBackend):
         name = self.choose(component, T, q.device, layer)
         key = (id(component), T, str(q.device), layer % component.num_layers_period)
         if key not in self._logged:
-            self._logged.add(key)
+            self._logged[key] = None
+            if len(self._logged) > LOGGED_KEYS:  # bounded: one key per length would grow with every length
+                self._logged.popitem(last=False)
             log.info(
                 "auto attention backend: %s for pattern %r (n=%d, layer %d, device %s, density %s)",
                 name, component.name, T, layer, q.device, _density(component, T, layer),
