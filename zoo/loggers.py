@@ -1,5 +1,8 @@
 """Experiment loggers for the trainer: ``none`` (nothing) and ``wandb`` (offline by default).
 
+Pictures logged during training (completions, samples) come from callbacks
+(:mod:`zoo.sample_callbacks`) through :meth:`WandbLogger.log_images`.
+
 ``build_logger(cfg, run_dir, config)`` picks one by ``cfg["name"]``. The ``none`` logger never
 imports wandb; the ``wandb`` logger imports it only when built and runs in ``mode="offline"``
 unless configured otherwise, so it never needs a network (``wandb sync`` uploads later).
@@ -12,8 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 class NullLogger:
     """Logs nothing (``logger=none``)."""
@@ -24,9 +25,6 @@ class NullLogger:
         pass
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
-        pass
-
-    def log_samples(self, model: Any, data_shape: list[int], step: int) -> None:
         pass
 
     def log_images(self, images: Mapping[str, Any], step: int) -> None:
@@ -51,13 +49,9 @@ class WandbLogger:
         run_name: str | None = None,
         group: str | None = None,
         tags: list[str] | None = None,
-        sample_images: int = 4,
     ) -> None:
         if mode not in ("offline", "online", "disabled"):
             raise ValueError(f"wandb mode must be 'offline', 'online' or 'disabled', got {mode!r}")
-        if isinstance(sample_images, bool) or not isinstance(sample_images, int) or sample_images < 0:
-            raise ValueError(f"wandb sample_images must be an integer >= 0, got {sample_images!r}")
-        self.sample_images = sample_images
         import wandb  # only here: logger=none must not import it
 
         Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -79,19 +73,6 @@ class WandbLogger:
     def log_summary(self, summary: Mapping[str, Any]) -> None:
         for key, value in summary.items():
             self.run.summary[key] = value
-
-    def log_samples(self, model: Any, data_shape: list[int], step: int) -> None:
-        """Log ``sample_images`` samples of ``model`` as images (image-shaped data only; §7 samples)."""
-        if not self.sample_images or len(data_shape) < 2:
-            return
-        import wandb
-
-        from .sampling import sample, to_images
-
-        generator = torch.Generator().manual_seed(step)
-        images = to_images(sample(model, self.sample_images, generator=generator), data_shape)
-        if images:
-            self.run.log({"samples": [wandb.Image(img) for img in images]}, step=step)
 
     def log_images(self, images: Mapping[str, Any], step: int) -> None:
         """Log pictures, ``{key: image}``: an image is a PNG path, a PIL image or an ``(H, W[, C])`` uint8
@@ -125,7 +106,7 @@ def build_logger(
         if options:
             raise TypeError(f"logger 'none' takes no options, got {sorted(options)}")
         return NullLogger()
-    valid = ("project", "entity", "mode", "run_name", "group", "tags", "sample_images")
+    valid = ("project", "entity", "mode", "run_name", "group", "tags")
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise TypeError(f"unknown option(s) {unknown} for logger 'wandb'; valid options are {list(valid)}")

@@ -521,8 +521,6 @@ class Trainer:
         if self.run_dir is not None and self.env.is_main:
             self.write_metrics(metrics)
         self.logger.log_summary({k: v for k, v in metrics.items() if k != "history"})
-        if self.env.is_main:
-            self.logger.log_samples(self.model, list(self.data.data_shape), self.step)
         self._fire("on_fit_end", metrics=metrics)
         return metrics
 
@@ -773,6 +771,7 @@ def run(cfg: Any, run_dir: str | os.PathLike | None) -> dict[str, Any]:
     Under ``torchrun`` the process group is started here (:func:`zoo.distributed.init_distributed`)
     and destroyed at the end; only rank 0 builds a real logger and writes files.
     """
+    from . import sample_callbacks
     from .distributed import cleanup, init_distributed
     from .loggers import build_logger
 
@@ -797,14 +796,23 @@ def run(cfg: Any, run_dir: str | os.PathLike | None) -> dict[str, Any]:
             data.seq_len,
             env.world_size,
         )
+        # samples logged during training (zoo.sample_callbacks): their counts sit in the logger config
+        logger_cfg, callbacks = sample_callbacks.from_logger_config(resolved.get("logger"), seed=int(cfg.seed))
         logger = (
-            build_logger(resolved.get("logger"), run_dir if run_dir is not None else ".", config=resolved)
+            build_logger(logger_cfg, run_dir if run_dir is not None else ".", config=resolved)
             if env.is_main
             else NullLogger()
         )
         try:
             trainer = Trainer(
-                model, data, trainer_config, run_dir, logger, extra_state={"config": resolved}, env=env
+                model,
+                data,
+                trainer_config,
+                run_dir,
+                logger,
+                extra_state={"config": resolved},
+                env=env,
+                callbacks=callbacks,
             )
             metrics = trainer.fit()
         finally:
