@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 FASHION_MNIST_SYSTEM := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data run test test-all lint docs patterns clean
+.PHONY: setup data run test test-all lint docs patterns pictures clean
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,12 @@ docs: setup
 
 patterns: setup
 	$(PY) scripts/plot_patterns.py --out docs/assets/patterns
+
+# The pictures of docs/sampling.md, from a checkpoint of the default recipe (`make run`): rerun after it changes.
+#   make pictures CHECKPOINT=outputs/DATE/TIME
+pictures: setup
+	@test -n "$(CHECKPOINT)" || { echo "usage: make pictures CHECKPOINT=<run folder or checkpoint of the default recipe>"; exit 2; }
+	$(PY) scripts/sampling_pictures.py $(CHECKPOINT)
 
 clean:
 	rm -rf $(VENV) site outputs multirun .pytest_cache .ruff_cache

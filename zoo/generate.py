@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attention_patterns.backends.tile_kernel import cpu_contended
@@ -64,7 +65,8 @@ class Decoder:
         self.cache = KVCache.for_model(model, self.capacity)
         period = self.component.num_layers_period
         self._head_parts = [self.component.head_parts(p) for p in range(period)]
-        self._rows: dict[int, tuple[Tensor, Tensor | None]] = {}  # layer parity -> keys of position t
+        self._rows: dict[tuple, tuple] = {}  # how position t reads each cache layout (see _row)
+        self._positions: Tensor | None = None  # (capacity, d) position embeddings, made at the first step
         self.position = 0  # the next position to compute
 
     # ------------------------------------------------------------------ the two phases
@@ -99,7 +101,9 @@ class Decoder:
             raise ValueError(f"the decoder is full: capacity {self.capacity} positions")
         model = self.model
         self._rows.clear()
-        x = model.embed_in.step(prev, t, self.batch)  # (B, 1, d)
+        if self._positions is None:
+            self._positions = model.embed_in.position(self.capacity)  # (capacity, d): one lookup per step
+        x = model.embed_in.step(prev, t, self.batch, self._positions[t])  # (B, 1, d)
         for layer, block in enumerate(model.blocks):
             attn = block.attn
             q, k, v = attn.qkv_heads(block.ln_1(x))  # (B, H, 1, D)
@@ -112,44 +116,50 @@ class Decoder:
         return model.head(model.ln_f(x[:, -1]))  # (B, V)
 
     # ------------------------------------------------------------------ one attention row
-    def _keys(self, layer: int, t: int) -> tuple[Tensor, Tensor | None]:
-        """Keys of query ``t`` in ``layer``: positions ``(H' or 1, L)`` and validity ``(H', L)`` (None: all valid)."""
+    def _row(self, layer: int, t: int, device: torch.device) -> tuple[Tensor, int, Tensor | None, Tensor | None]:
+        """How query ``t`` of ``layer`` reads the cache, built once per step and cache layout:
+        ``(flat, L, mask, empty)`` - the ``(H L,)`` slots of every head's keys in the ``(B, H S, D)`` view,
+        the keys per head ``L``, the ``(1, H', 1, L)`` validity of padded keys (None: none padded) and
+        the ``(1, H', 1, 1)`` heads without any key (None: every head has one)."""
+        cache = self.cache.layers[layer]
         parity = layer % len(self._head_parts)
-        if parity not in self._rows:
+        key = (parity, cache.slots, cache.ring)
+        if key not in self._rows:
+            H = self.model.config.n_head
             rows = union_rows(self._head_parts[parity], t)  # one sorted tensor per head (or one for all)
             lengths = [r.numel() for r in rows]
+            mask = empty = None
             if len(set(lengths)) == 1:
-                self._rows[parity] = (torch.stack(rows), None)  # (H', L)
-            else:  # heads with rows of different lengths: pad with position t (just written), masked out
+                keys = torch.stack(rows)  # (H', L)
+            else:  # rows of different lengths: pad with position t (just written) and mask the padding
                 keys = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=t)  # (H', L)
                 valid = torch.arange(keys.shape[1])[None, :] < torch.tensor(lengths)[:, None]  # (H', L)
-                self._rows[parity] = (keys, valid)
-        return self._rows[parity]
+                none = ~valid.any(-1)  # (H',): heads whose row has no key
+                if bool(none.any()):
+                    valid[none, 0] = True  # attend to the padding (position t), then zero the output
+                    empty = none.view(1, -1, 1, 1).to(device)
+                mask = valid.view(1, len(rows), 1, -1).to(device)
+            L = keys.shape[1]
+            flat = (cache.slot(keys) + torch.arange(H)[:, None] * cache.slots).flatten()  # (H L,)
+            if L == 0 or (min(lengths) == 0 and len(set(lengths)) == 1):
+                L, empty = 0, None  # no head has a key
+            self._rows[key] = (flat.to(device), L, mask, empty)
+        return self._rows[key]
 
     def _attend_row(self, layer: int, q: Tensor, t: int) -> Tensor:  # q: (B, H, 1, Dqk)
         B, H, _, Dqk = q.shape
         cache = self.cache.layers[layer]
         assert cache.keys is not None and cache.values is not None
-        keys, valid = self._keys(layer, t)  # (H', L)
-        L = keys.shape[1]
         Dv = cache.values.shape[-1]
+        flat, L, mask, empty = self._row(layer, t, q.device)
         if L == 0:  # no head has a key: zero output (as the backends give empty rows)
             return q.new_zeros((B, H, 1, Dv))
-        # slot of every (head, key) in the (B, H * S, D) view of the cache: one index_select per tensor
         S = cache.slots
-        flat = (cache.slot(keys) + torch.arange(H)[:, None] * S).flatten().to(q.device)  # (H L,)
         kg = cache.keys.view(B, H * S, Dqk).index_select(1, flat).view(B, H, L, Dqk)  # (B, H, L, Dqk)
         vg = cache.values.view(B, H * S, Dv).index_select(1, flat).view(B, H, L, Dv)  # (B, H, L, Dv)
-        scores = (q.float() @ kg.float().transpose(-1, -2)) * Dqk**-0.5  # (B, H, 1, L), eq. 3
-        if valid is not None:
-            valid = valid.to(q.device)
-            scores = scores.masked_fill(~valid[None, :, None, :], float("-inf"))
-        probs = torch.softmax(scores, dim=-1)  # (B, H, 1, L)
-        if valid is not None:
-            empty = ~valid.any(-1)  # (H',): heads whose row has no key
-            if bool(empty.any()):
-                probs = probs.masked_fill(empty[None, :, None, None], 0.0)  # NaN rows -> zero output
-        return (probs @ vg.float()).to(cache.values.dtype)  # (B, H, 1, Dv)
+        # softmax(q k^T / sqrt(Dqk)) v over the row's keys (eq. 3), in one fused call
+        y = F.scaled_dot_product_attention(q.to(kg.dtype), kg, vg, attn_mask=mask)  # (B, H, 1, Dv)
+        return y if empty is None else y.masked_fill(empty, 0.0)
 
 
 #: a decoding step on CPU with at most this many activations (batch x n_embd) runs on one thread
