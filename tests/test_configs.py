@@ -46,10 +46,11 @@ def forward_ok(cfg) -> None:
 
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")))
 def test_every_yaml_composes(compose_config, path):
-    """Each file composes: train.yaml itself, attention/ files as primary configs, group options via train.yaml."""
+    """Each file composes: the top-level apps' configs (train.yaml, sample.yaml) and attention/ files as
+    primary configs, group options via train.yaml."""
     rel = Path(path)
-    if rel == Path("train.yaml"):
-        cfg = compose_config("train")
+    if len(rel.parts) == 1:
+        cfg = compose_config(rel.stem)
     elif rel.parts[0] == "attention":
         cfg = compose_config(f"attention/{rel.stem}")
     else:

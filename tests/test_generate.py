@@ -389,3 +389,12 @@ def test_memory_test_sees_a_cache_that_grows():
         generate(model, 2, prompt=torch.zeros((2, 30 - 2 * k), dtype=torch.long), max_new=8, generator=gen)
         live.append(_held_tensor_bytes(model))
     assert live[0] < live[1] < live[2]
+
+
+@pytest.mark.slow
+def test_cached_logits_with_the_flex_backend():
+    """The prefill through FlexAttention (its unfused path on CPU: inference only)."""
+    model = tiny_model({"name": "strided", "stride": 4}, "flex", attention_backend_options={"compile": False})
+    x = torch.randint(0, 256, (2, N), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        torch.testing.assert_close(decode_logits(model, x, 11), model(x)[:, 11:], atol=1e-5, rtol=0)

@@ -109,7 +109,9 @@ def test_run_sampling_rejects_bad_options(checkpoint):
         run_sampling({"checkpoint": str(checkpoint), "num": 0})
     with pytest.raises(FileNotFoundError, match=r"^checkpoint /no/such/run does not exist"):
         run_sampling({"checkpoint": "/no/such/run"})
-    with pytest.raises(SampleError, match=r"prompt_len must be in \[0, 195\] for sequences of 196 bytes, got 500"):
+    with pytest.raises(
+        SampleError, match=r"prompt_len must be in \[0, 195\] for sequences of 196 bytes, got 500"
+    ):
         run_sampling({"checkpoint": str(checkpoint), "num": 2, "prompt_len": 500})
     with pytest.raises(SampleError, match="fewer than num=16"):
         run_sampling({"checkpoint": str(checkpoint), "num": 16})
@@ -213,3 +215,21 @@ def test_sample_callback_logs_grids_and_leaves_training_unchanged():
     ]
     assert logged.images[0][1]["completions"].shape == (3 * 10 + 2, 3 * 10 + 2, 3)  # 3 x 3 cells of 8 + 2 px
     assert logged.images[1][1]["samples"].shape == (10 + 2, 5 * 10 + 2, 3)
+
+
+def test_sample_yaml_mirrors_the_config_dataclass(compose_config):
+    """configs/sample.yaml lists every SampleConfig option with its default (checkpoint: required)."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from zoo.samples import SampleConfig
+
+    cfg = OmegaConf.to_container(compose_config("sample"), resolve=True)
+    assert cfg.pop("checkpoint") == "???"
+    defaults = {
+        f.name: (f.default_factory() if callable(f.default_factory) else f.default)
+        for f in dataclasses.fields(SampleConfig)
+    }
+    defaults.pop("checkpoint")
+    assert cfg == defaults

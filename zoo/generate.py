@@ -139,11 +139,8 @@ class Decoder:
                     valid[none, 0] = True  # attend to the padding (position t), then zero the output
                     empty = none.view(1, -1, 1, 1).to(device)
                 mask = valid.view(1, len(rows), 1, -1).to(device)
-            L = keys.shape[1]
             flat = (cache.slot(keys) + torch.arange(H)[:, None] * cache.slots).flatten()  # (H L,)
-            if L == 0 or (min(lengths) == 0 and len(set(lengths)) == 1):
-                L, empty = 0, None  # no head has a key
-            self._rows[key] = (flat.to(device), L, mask, empty)
+            self._rows[key] = (flat.to(device), keys.shape[1], mask, empty)  # L = 0: no head has a key
         return self._rows[key]
 
     def _attend_row(self, layer: int, q: Tensor, t: int) -> Tensor:  # q: (B, H, 1, Dqk)
