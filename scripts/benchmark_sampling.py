@@ -142,7 +142,6 @@ def pattern_rows(args) -> list[dict]:
 
 def markdown(data: dict) -> dict[str, str]:
     """Tables ``main`` (speedup), ``batch`` and ``patterns`` of ``docs/results/sampling.json``."""
-    load = f"load average {data['load_start']:.1f} at start, {data['load_end']:.1f} at the end"
     main = table(
         ["image", "bytes", "reference sampler (s)", "cached decoder (s)", "speedup"],
         [
@@ -177,7 +176,7 @@ def markdown(data: dict) -> dict[str, str]:
             for r in data["patterns"]
         ],
     )
-    note = f"\n\n{data['machine']}; attention backend `{data['backend']}`; {load}."
+    note = f"\n\n{data['machine']}, {data['load_end']:.1f} at the end; attention backend `{data['backend']}`."
     return {"main": main + note, "batch": batch + note, "patterns": patterns + note}
 
 
