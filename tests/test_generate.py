@@ -398,3 +398,31 @@ def test_cached_logits_with_the_flex_backend():
     x = torch.randint(0, 256, (2, N), generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         torch.testing.assert_close(decode_logits(model, x, 11), model(x)[:, 11:], atol=1e-5, rtol=0)
+
+
+def test_decoder_misuse_is_explained():
+    model = tiny_model({"name": "strided", "stride": 4})
+    dec = Decoder(model, 2, capacity=10)
+    with pytest.raises(ValueError, match="the prompt has 3 rows but the decoder was made for a batch of 2"):
+        dec.prefill(torch.zeros((3, 4), dtype=torch.long))
+    with pytest.raises(ValueError, match="a prompt of 10 bytes leaves no position to decode"):
+        dec.prefill(torch.zeros((2, 10), dtype=torch.long))
+    with pytest.raises(ValueError, match="step\\(\\) at position 0 needs no byte"):
+        dec.step(torch.zeros(2, dtype=torch.long))
+    dec.prefill(torch.zeros((2, 8), dtype=torch.long))  # positions 0..8
+    dec.step(torch.zeros(2, dtype=torch.long))  # position 9, the last
+    with pytest.raises(ValueError, match="the decoder is full: capacity 10 positions"):
+        dec.step(torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"decoder capacity must be in \[1, seq_len=45\], got 46"):
+        Decoder(model, 1, capacity=46)
+
+
+def test_generated_bytes_train_like_any_batch():
+    """generate() runs its steps in inference mode; what it returns (and the backend caches its prefill
+    filled) must still work in a training step."""
+    model = tiny_model({"name": "strided", "stride": 4}, "blocksparse").train()
+    out = generate(
+        model, 2, prompt=torch.zeros((2, N - 1), dtype=torch.long), generator=torch.Generator().manual_seed(0)
+    )
+    model.loss(out).backward()  # same length as the prefill: reuses its plan
+    assert model.training and all(p.grad is not None for p in model.parameters())

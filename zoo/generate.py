@@ -78,6 +78,8 @@ class Decoder:
             return self.step(None)
         model = self.model
         B, P = prompt.shape
+        if B != self.batch:
+            raise ValueError(f"the prompt has {B} rows but the decoder was made for a batch of {self.batch}")
         if P >= self.capacity:
             raise ValueError(f"a prompt of {P} bytes leaves no position to decode (capacity {self.capacity})")
         # positions 0..P: inputs start, x_0 .. x_{P-1}; the appended byte only pads the shift
@@ -99,6 +101,10 @@ class Decoder:
         t = self.position
         if t >= self.capacity:
             raise ValueError(f"the decoder is full: capacity {self.capacity} positions")
+        if (prev is None) != (t == 0):
+            raise ValueError(
+                f"step() at position {t} needs {'no byte' if t == 0 else 'the byte of position t - 1'}"
+            )
         model = self.model
         self._rows.clear()
         if self._positions is None:
@@ -116,7 +122,9 @@ class Decoder:
         return model.head(model.ln_f(x[:, -1]))  # (B, V)
 
     # ------------------------------------------------------------------ one attention row
-    def _row(self, layer: int, t: int, device: torch.device) -> tuple[Tensor, int, Tensor | None, Tensor | None]:
+    def _row(
+        self, layer: int, t: int, device: torch.device
+    ) -> tuple[Tensor, int, Tensor | None, Tensor | None]:
         """How query ``t`` of ``layer`` reads the cache, built once per step and cache layout:
         ``(flat, L, mask, empty)`` - the ``(H L,)`` slots of every head's keys in the ``(B, H S, D)`` view,
         the keys per head ``L``, the ``(1, H', 1, L)`` validity of padded keys (None: none padded) and
@@ -232,7 +240,6 @@ def as_prompt(prompt: Any, num: int, vocab_size: int) -> Tensor | None:
 
 
 # --------------------------------------------------------------------------------- the API
-@torch.no_grad()
 def generate(
     model: nn.Module,
     num: int,
@@ -273,15 +280,20 @@ def generate(
         )
     device = next(model.parameters()).device
     T = P + max_new
-    out = torch.zeros((num, T), dtype=torch.long, device=device)
-    if rows is not None:
-        out[:, :P] = rows.to(device)
     was_training = model.training
     model.eval()
     try:
-        decoder = Decoder(model, num, capacity=T)
-        logits = decoder.prefill(out[:, :P] if P else None)  # (num, V): byte P
-        with step_threads(device, num, config.n_embd):
+        with torch.no_grad():  # the prefill goes through the backend, whose caches training reuses
+            out = torch.zeros((num, T), dtype=torch.long, device=device)
+            if rows is not None:
+                out[:, :P] = rows.to(device)
+            decoder = Decoder(model, num, capacity=T)
+            logits = decoder.prefill(out[:, :P]) if P else None  # (num, V): byte P
+        # the steps touch only the decoder's own tensors: inference mode spares the autograd
+        # bookkeeping of their many small operations
+        with torch.inference_mode(), step_threads(device, num, config.n_embd):
+            if logits is None:
+                logits = decoder.step(None)  # position 0: byte 0
             for t in range(P, T):
                 out[:, t] = draw(logits, temperature, top_k, top_p, generator)
                 if t + 1 < T:
