@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 FASHION_MNIST_SYSTEM := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data run test test-all lint docs patterns pictures clean
+.PHONY: setup data run test test-all lint docs patterns visualize-docs sampling-docs pictures clean
 
 setup: $(VENV)/.installed
 
@@ -46,11 +46,19 @@ docs: setup
 patterns: setup
 	$(PY) scripts/plot_patterns.py --out docs/assets/patterns
 
-# The pictures of docs/sampling.md, from a checkpoint of the default recipe (`make run`): rerun after it changes.
-#   make pictures CHECKPOINT=outputs/DATE/TIME
-pictures: setup
-	@test -n "$(CHECKPOINT)" || { echo "usage: make pictures CHECKPOINT=<run folder or checkpoint of the default recipe>"; exit 2; }
+# The gallery of docs/pictures.md from a trained run: make visualize-docs CHECKPOINT=<run folder or checkpoint>
+visualize-docs: setup
+	@test -n "$(CHECKPOINT)" || { echo "usage: make visualize-docs CHECKPOINT=<run folder or checkpoint file>"; exit 2; }
+	$(PY) scripts/visualize.py checkpoint=$(CHECKPOINT) what=all out=docs/img/pictures record=pictures
+
+# The completions and samples of docs/sampling.md: make sampling-docs CHECKPOINT=<run of the default recipe>
+sampling-docs: setup
+	@test -n "$(CHECKPOINT)" || { echo "usage: make sampling-docs CHECKPOINT=<run folder or checkpoint of the default recipe>"; exit 2; }
 	$(PY) scripts/sampling_pictures.py $(CHECKPOINT)
+
+# Every picture of the docs made from a trained model (rerun after the default recipe changes):
+#   make pictures CHECKPOINT=outputs/DATE/TIME
+pictures: visualize-docs sampling-docs
 
 clean:
 	rm -rf $(VENV) site outputs multirun .pytest_cache .ruff_cache

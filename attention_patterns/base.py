@@ -7,7 +7,8 @@ definition it derives every representation that models and kernels consume, all 
 * :meth:`AttentionPattern.mask_mod` - a FlexAttention ``mask_mod(b, h, q_idx, kv_idx)`` built from
   index arithmetic (no ``n x n`` tensor);
 * :meth:`AttentionPattern.mask` - the dense boolean element mask ``(heads_or_1, n, n)``: the
-  reference that every backend is tested against;
+  reference that every backend is tested against; :meth:`AttentionPattern.row_mask` - the same for
+  a few query rows only;
 * :meth:`AttentionPattern.layout` - the block layout ``(heads_or_1, ceil(n/b), ceil(n/b))``: block
   ``(k, m)`` is active iff any element in it is active. Computed block by block from the parts'
   interval tests, never from the element mask, so ``n = 2**20`` with ``b = 128`` takes seconds;
@@ -198,6 +199,24 @@ class AttentionPattern:
         b = torch.zeros((), dtype=torch.long, device=device)
         out = fn(b, h, idx.view(1, n, 1), idx.view(1, 1, n))
         return out.expand(heads, n, n).contiguous()
+
+    def row_mask(
+        self, rows: Tensor | Sequence[int], n: int, layer: int = 0, device: torch.device | str | None = None
+    ) -> Tensor:
+        """The keys of chosen query rows: bool ``(heads_or_1, len(rows), n)``, equal to
+        ``mask(n, layer)[:, rows]`` but built in ``O(len(rows) n)`` (no ``n x n`` mask), e.g. for the
+        attention probabilities of a few rows (pictures of a trained model)."""
+        self.validate_length(n)
+        rows = torch.as_tensor(rows, dtype=torch.long, device=device).reshape(-1)
+        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= n):
+            bad = int(rows.min()) if int(rows.min()) < 0 else int(rows.max())
+            raise ValueError(f"query row {bad} is outside the sequence: rows must lie in [0, {n - 1}]")
+        heads = self.mask_heads(layer)
+        fn = self.mask_mod(layer, device=device)
+        h = torch.arange(heads, device=device).view(heads, 1, 1)
+        b = torch.zeros((), dtype=torch.long, device=device)
+        out = fn(b, h, rows.view(1, -1, 1), torch.arange(n, device=device).view(1, 1, n))
+        return out.expand(heads, rows.numel(), n).contiguous()
 
     def tile_any(self, layer: int, h: Tensor, a: Tensor, b: Tensor, c: Tensor, e: Tensor) -> Tensor:
         """True where some allowed ``(i, j)`` has ``a <= i <= b``, ``c <= j <= e`` (tensors broadcast)."""

@@ -8,7 +8,7 @@ faster than dense), the pattern's density (fraction of the causal triangle atten
 ratio is ``1 / density``) and the peak memory of one forward+backward, measured in a fresh child
 process (see ``scripts/bench_common.py``).
 
-Defaults follow the issue's protocol: batch 1, 4 heads, head dim 64, float32, 2 threads, stride
+Defaults follow the project's kernel benchmark protocol: batch 1, 4 heads, head dim 64, float32, 2 threads, stride
 ``l`` = the power of two nearest ``sqrt(n)`` (64 at n = 3072, 128 at n = 12288), ``c = 16`` for
 fixed. Example::
 

@@ -96,8 +96,9 @@ def load(name: str) -> dict[str, Any]:
     """The record of ``docs/results/NAME.json``; ``FileNotFoundError`` naming the file if it is missing."""
     path = RESULTS_DIR / f"{name}.json"
     if not path.is_file():
+        shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
         raise FileNotFoundError(
-            f"{path.relative_to(REPO)} does not exist: run the script that writes result {name!r} "
+            f"{shown} does not exist: run the script that writes result {name!r} "
             "(see the command of the page that shows it)"
         )
     return json.loads(path.read_text())

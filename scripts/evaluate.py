@@ -41,8 +41,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from zoo.checkpoint import BEST_FILE, check_compatible, load_checkpoint, step_checkpoints
+from zoo.checkpoint import (
+    BEST_FILE,
+    check_compatible,
+    check_library_checkpoint,
+    load_checkpoint,
+    step_checkpoints,
+    stored_model_config,
+)
 from zoo.data import DataBundle, build_data
+from zoo.ema import eval_weights
+from zoo.errors import UserError, warn_once
 from zoo.model import ModelConfig, SparseTransformer
 from zoo.registry import apply_overrides, resolve_config
 from zoo.train import Trainer, TrainerConfig
@@ -56,7 +65,10 @@ MODEL_OVERRIDABLE = ("attention_backend", "attention_backend_options", "checkpoi
 TRAINER_KEYS = ("batch_size", "eval_batch_size", "num_workers", "precision")
 
 
-class EvaluationError(Exception):
+log = logging.getLogger("evaluate")
+
+
+class EvaluationError(UserError):
     """Bad arguments or an unusable checkpoint; the message says which and what is valid."""
 
 
@@ -136,13 +148,34 @@ def run_config(state: Mapping[str, Any], path: Path) -> dict[str, Any]:
     )
 
 
+def evaluation_data_options(stored: Mapping[str, Any], overrides: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The data options to evaluate on: the run's, updated by ``overrides``; with ``data.name=OTHER``,
+    the other data set's defaults updated by ``overrides`` (the run's options belong to its own data set),
+    and one warning naming both data sets."""
+    other = overrides.get("name")
+    base: Mapping[str, Any] = stored
+    if other is not None and other != stored.get("name"):
+        warn_once(
+            log,
+            "evaluating %s, trained on the data set %r, on %r: its options %s are not carried over",
+            path,
+            stored.get("name"),
+            other,
+            sorted(k for k in stored if k != "name"),
+        )
+        base = {}
+    options = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(dict(base)), dict(overrides)), resolve=True)
+    assert isinstance(options, dict)
+    return options  # type: ignore[return-value]
+
+
 def model_config(
     state: Mapping[str, Any], config: Mapping[str, Any], data: DataBundle, path: Path
 ) -> ModelConfig:
     """The checkpoint's :class:`ModelConfig` (stored by the Trainer), else the run config's model node."""
-    stored = state.get("model_config")
-    if isinstance(stored, Mapping):
-        return ModelConfig(**dict(stored))
+    stored = stored_model_config(state, path)  # another version's config: missing keys take defaults
+    if stored is not None:
+        return ModelConfig(**stored)
     if "model" not in config:
         raise EvaluationError(f"checkpoint {path} holds neither a model config nor a run config with 'model'")
     return resolve_config(config["model"], seq_len=data.seq_len, data_shape=list(data.data_shape))
@@ -156,7 +189,7 @@ def load_model(state: Mapping[str, Any], config: ModelConfig, path: Path) -> nn.
         )
     model = SparseTransformer(config)
     check_compatible(state, path, model, model_config=None)  # weight names and shapes
-    model.load_state_dict(state["model"])
+    model.load_state_dict(eval_weights(state))  # the weight average when the run kept one (zoo.ema)
     return model
 
 
@@ -195,14 +228,11 @@ def evaluate_checkpoint(
     examples = positive_or_none("examples", examples)
     batch_size = positive_or_none("batch_size", batch_size)
     path = find_checkpoint(checkpoint)
-    state = load_checkpoint(path, map_location="cpu")
+    state = load_checkpoint(path, map_location="cpu")  # weights_only: opening a file runs no code
+    check_library_checkpoint(state, path)  # e.g. a torchvision state dict: "not a checkpoint of this library"
     config = run_config(state, path)
 
-    data_options = OmegaConf.to_container(
-        OmegaConf.merge(OmegaConf.create(dict(config.get("data") or {})), dict(data_overrides or {})),
-        resolve=True,
-    )
-    assert isinstance(data_options, dict)
+    data_options = evaluation_data_options(dict(config.get("data") or {}), dict(data_overrides or {}), path)
     if "name" not in data_options:
         raise EvaluationError(f"the run config of {path} has no data.name; pass data.name=... ")
     data = build_data(str(data_options.pop("name")), **data_options)

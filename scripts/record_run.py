@@ -46,13 +46,14 @@ def markdown(data: dict) -> str:
     val = f"{m['val_bpd']:.4f}" if "val_bpd" in m else "-"
     params = f"{m['num_params']:,}" if "num_params" in m else "?"
     tps = f"{m['tokens_per_s']:,.0f}" if "tokens_per_s" in m else "-"
-    return "\n".join(
-        [
-            "| command | parameters | steps x batch | test bits/dim | val bits/dim | train tokens/s | wall time |",
-            "|---|---|---|---|---|---|---|",
-            f"| {label} | {params} | {steps} | {test} | {val} | {tps} | **{fmt_duration(data['wall_s'])}** |",
-        ]
-    )
+    rows = [
+        "| command | parameters | steps x batch | test bits/dim | val bits/dim | train tokens/s | wall time |",
+        "|---|---|---|---|---|---|---|",
+        f"| {label} | {params} | {steps} | {test} | {val} | {tps} | **{fmt_duration(data['wall_s'])}** |",
+    ]
+    if "load_average_at_end" in data:  # other jobs slow the wall time and tokens/s, never the bits/dim
+        rows += ["", f"Load average (1 min) at the end of the run: {data['load_average_at_end']:.1f}."]
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,32 +10,29 @@ Image modes write one PNG grid (complete: a column per image, rows input / compl
 ``text`` prints the continuations and writes a ``.txt``, ``audio`` writes one ``.wav`` per sequence; the
 files go to Hydra's run folder (``outputs/samples/DATE/TIME``) unless ``out=FILE``. The last line gives
 the bytes per second reached. Decoding is key/value-cached and sparse-aware (:mod:`zoo.generate`).
-A bad option prints one line naming it (exit status 2).
+A mistake (no checkpoint, a bad mode or count) prints one line starting with ``error:`` and exits with
+status 2 (:func:`zoo.cli.guard`).
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from zoo.cli import guard
 from zoo.samples import SampleError, run_sampling, summary
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="sample")
+@guard
 def main(cfg: DictConfig) -> None:
     logging.getLogger("attention_patterns").setLevel(logging.WARNING)
-    try:
-        if OmegaConf.is_missing(cfg, "checkpoint"):
-            raise SampleError("checkpoint=PATH is required (a checkpoint file or a run folder of scripts/train.py)")
-        options = OmegaConf.to_container(cfg, resolve=True)
-        result = run_sampling(options, HydraConfig.get().runtime.output_dir)
-    except (SampleError, FileNotFoundError, ValueError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        raise SampleError("checkpoint=PATH is required (a checkpoint file or a run folder of scripts/train.py)")
+    result = run_sampling(OmegaConf.to_container(cfg, resolve=True), HydraConfig.get().runtime.output_dir)
     if result["text"] is not None:
         print(result["text"])
     print(summary(result))

@@ -14,6 +14,9 @@ Writes ``metrics.json``, ``checkpoints/`` and ``train.log`` to Hydra's run folde
 and ends by printing the test bits per dim. Under ``torchrun`` every rank runs this script; only rank 0
 writes files, logs above warnings and prints. ``trainer.resume=auto`` looks for checkpoints in the run
 folder, so give resumable runs a fixed ``hydra.run.dir`` (Hydra's default folder is new every run).
+
+A mistake in the command (a bad value, missing data, an unusable checkpoint) prints one ``error: ...``
+line and exits with status 2 (:mod:`zoo.cli`); ``ZOO_FULL_ERROR=1`` shows the traceback as well.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from zoo.cli import guard
 from zoo.train import run, summary_line
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+@guard  # a user's mistake: one `error:` line, exit status 2; a bug: its traceback
 def main(cfg: DictConfig) -> float | None:
     run_dir = HydraConfig.get().runtime.output_dir
     if int(os.environ.get("RANK", "0")) > 0:  # torchrun: rank 0 alone logs and prints

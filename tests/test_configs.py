@@ -46,7 +46,7 @@ def forward_ok(cfg) -> None:
 
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")))
 def test_every_yaml_composes(compose_config, path):
-    """Each file composes: the top-level apps' configs (train.yaml, sample.yaml) and attention/ files as
+    """Each file composes: the top-level apps (train.yaml, visualize.yaml, sample.yaml) themselves, attention/ files as
     primary configs, group options via train.yaml."""
     rel = Path(path)
     if len(rel.parts) == 1:

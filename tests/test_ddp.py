@@ -1,5 +1,6 @@
 """Distributed data parallel on CPU (gloo): 2 processes give the loss curve of 1 process on the same
-global batch (zoo.train.Trainer + zoo.distributed), also with uneven shards and gradient accumulation."""
+global batch (zoo.train.Trainer + zoo.distributed), also with uneven shards and gradient accumulation,
+and the same weight average (trainer.ema_decay) on every rank."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = {
     "even": dict(batch_size=8),  # 4 + 4 sequences per step
     "uneven_accumulated": dict(batch_size=7, micro_batch_size=2),  # 4 (2 + 2) + 3 (2 + 1)
+    "even_ema": dict(batch_size=8, ema_decay=0.9),  # each rank averages its (identical) weights
 }
 
 
@@ -55,6 +57,13 @@ def losses(metrics):
     return [r["train/loss"] for r in metrics["history"] if "train/loss" in r]
 
 
+def ema_sums(trainer: Trainer) -> list[float]:
+    """One number per averaged tensor (empty without an average): what two ranks must agree on."""
+    if trainer.ema is None:
+        return []
+    return [float(v.double().sum()) for v in trainer.ema.module.state_dict().values()]
+
+
 def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     from zoo.distributed import cleanup, init_distributed
 
@@ -70,9 +79,10 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     try:
         for name, options in CASES.items():
             run_dir = os.path.join(out_dir, name)
-            metrics = Trainer(tiny(), data(), config(**options), run_dir=run_dir).fit()
+            trainer = Trainer(tiny(), data(), config(**options), run_dir=run_dir)
+            metrics = trainer.fit()
             with open(os.path.join(out_dir, f"{name}_rank{rank}.json"), "w") as fh:
-                json.dump({"losses": losses(metrics), "val_bpd": metrics["val_bpd"]}, fh)
+                json.dump({"losses": losses(metrics), "val_bpd": metrics["val_bpd"], "ema": ema_sums(trainer)}, fh)
     finally:
         cleanup()
 
@@ -101,12 +111,15 @@ def test_gradient_accumulation_matches_one_big_batch():
 def test_two_gloo_processes_match_one_process(tmp_path):
     mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     for name, options in CASES.items():
-        single = Trainer(tiny(), data(), config(**options)).fit()
+        one = Trainer(tiny(), data(), config(**options))
+        single = one.fit()
         ranks = [json.loads((tmp_path / f"{name}_rank{r}.json").read_text()) for r in range(2)]
         assert ranks[0] == ranks[1]  # every rank reports the global (all-reduced) numbers
         assert len(ranks[0]["losses"]) == 10
         torch.testing.assert_close(ranks[0]["losses"], losses(single), rtol=1e-5, atol=1e-5)
         assert ranks[0]["val_bpd"] == pytest.approx(single["val_bpd"], rel=1e-5)  # sharded evaluation
+        assert len(ranks[0]["ema"]) == (len(one.model.state_dict()) if "ema_decay" in options else 0)
+        torch.testing.assert_close(ranks[0]["ema"], ema_sums(one), rtol=1e-4, atol=1e-5)
         # rank 0 alone wrote the run folder; the checkpoint holds both ranks' RNG states
         run_dir = tmp_path / name
         assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
@@ -116,6 +129,9 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         ]
         state = load_checkpoint(run_dir / "checkpoints" / "step_00000010.pt")
         assert state["world_size"] == 2 and len(state["rng"]) == 2
+        if one.ema is not None:  # the averaged weights rank 0 saved are the one-process average
+            for key, value in one.ema.module.state_dict().items():
+                torch.testing.assert_close(state["model_ema"][key], value, rtol=1e-4, atol=1e-6, msg=key)
         assert json.loads((run_dir / "metrics.json").read_text())["world_size"] == 2
 
 

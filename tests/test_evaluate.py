@@ -233,3 +233,14 @@ def test_weights_that_do_not_fit_the_stored_model(trained: dict[str, Any], tmp_p
     with pytest.raises(RuntimeError, match=f"checkpoint {path} does not match this run's model") as info:
         ev.evaluate_checkpoint(path, "test")
     assert "weight shapes differ" in str(info.value)
+
+
+def test_a_run_with_a_weight_average_is_evaluated_on_the_average(tmp_path: Path) -> None:
+    """trainer.ema_decay: the trainer reports the average's bits/dim, and so does the script (zoo.ema)."""
+    threads = torch.get_num_threads()
+    try:
+        metrics = run(compose("train", [*OVERRIDES, "trainer.ema_decay=0.5"]), tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    result = ev.evaluate_checkpoint(Path(metrics["checkpoint"]), ["val"], batch_size=8, device="cpu")
+    assert result["rows"][0]["bits_per_dim"] == pytest.approx(metrics["val_bpd"], rel=1e-6, abs=1e-7)

@@ -78,6 +78,7 @@ def test_row_keys_equal_the_mask_rows(name, cfg):
     comp = ap.build_attention({"name": name, "num_heads": 4, **cfg})
     for layer in (0, 1):
         mask = comp.mask(N, layer)  # (H', N, N)
+        assert torch.equal(comp.row_mask(range(N), N, layer), mask)  # the dense rows agree too
         for i in range(N):
             rows = comp.row_keys(i, layer)
             assert len(rows) == mask.shape[0]

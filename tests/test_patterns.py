@@ -1,6 +1,6 @@
 """Every registered attention pattern against an independent brute-force reference.
 
-The references below are written from the definitions in issue 2 and the module docstrings of
+The references below are written from the paper's definitions (docs/patterns.md) and the module docstrings of
 ``attention_patterns`` (Child et al. 2019, §4.2-4.3, and the block-sparse peers), with numpy on
 index grids ``(i, j)``; they never call the package's parts, tables or hashes. Each test compares the
 package's three representations (``mask``, ``layout``, ``mask_mod``) and its densities with them.

@@ -1,4 +1,4 @@
-"""The attention component registry (issue 2): names, configs, errors, Hydra schemas and YAML files."""
+"""The attention component registry: names, configs, errors, Hydra schemas and YAML files."""
 
 from __future__ import annotations
 

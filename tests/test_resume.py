@@ -1,4 +1,4 @@
-"""Exact resumption from checkpoints (zoo.train.Trainer + zoo.checkpoint), issue 5.
+"""Exact resumption from checkpoints (zoo.train.Trainer + zoo.checkpoint).
 
 Train 2k steps uninterrupted; train k, "kill" (an exception mid-step, then a new model, a new Trainer
 and scrambled global RNGs), resume with ``resume=auto`` and train k more: the loss curve and the final

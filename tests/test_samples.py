@@ -151,15 +151,20 @@ def test_write_wav_decodes_mu_law_and_linear(tmp_path):
 
 # --------------------------------------------------------------------------------- during training
 def test_callbacks_come_from_the_wandb_logger_config():
-    cfg, cbs = from_logger_config({"name": "wandb", "project": "p", "completions": 2, "sample_images": 0})
-    assert cfg == {"name": "wandb", "project": "p"} and len(cbs) == 1
-    assert (cbs[0].completions, cbs[0].sample_images) == (2, 0)
-    assert from_logger_config({"name": "wandb", "completions": 0, "sample_images": 0})[1] == []
-    assert from_logger_config(None) == ({"name": "none"}, [])
-    with pytest.raises(TypeError, match=r"logger 'none' takes no option\(s\) \['completions'\]"):
-        from_logger_config({"name": "none", "completions": 2})
+    cb = from_logger_config({"name": "wandb", "project": "p", "completions": 2, "sample_images": 0})
+    assert isinstance(cb, SampleImages) and (cb.completions, cb.sample_images) == (2, 0)
+    assert (
+        from_logger_config({"name": "wandb"}).completions,
+        from_logger_config({"name": "wandb"}).sample_images,
+    ) == (4, 4)
+    assert from_logger_config({"name": "wandb", "completions": 0, "sample_images": 0}) is None
+    assert from_logger_config(None) is None and from_logger_config({"name": "none"}) is None
     with pytest.raises(ValueError, match="logger.completions must be an integer >= 0"):
         from_logger_config({"name": "wandb", "completions": -1})
+    from zoo.train import logger_callbacks
+
+    kinds = {type(c).__name__ for c in logger_callbacks({"name": "wandb", "prediction_images": 1})}
+    assert "SampleImages" in kinds and len(kinds) == 2
 
 
 class RecordingLogger:

@@ -1,4 +1,4 @@
-"""The training loop (zoo.train), its optimiser recipe (zoo.optim), metric (zoo.metrics), checkpoint
+"""The training loop (zoo.train), its optimiser recipe (zoo.optim, timm: more in test_optim.py), metric (zoo.metrics), checkpoint
 and loggers, and the Hydra app scripts/train.py end to end on tiny settings."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from zoo.checkpoint import load_checkpoint, save_atomic
 from zoo.data import build_data
 from zoo.loggers import NullLogger, build_logger
 from zoo.metrics import LN2, BitsPerDimMeter, bits_per_dim, nll_nats
-from zoo.optim import build_optimizer, build_scheduler, param_groups, warmup_cosine
+from zoo.optim import create_optimizer, create_scheduler, decay_groups
 from zoo.registry import build
 from zoo.train import Trainer, TrainerConfig, epoch_batches, run
 
@@ -96,16 +96,27 @@ def test_trainer_evaluate_matches_hand_value():
 
 
 # ------------------------------------------------------------------------------------------ optimiser recipe
+def _lrs(warmup: int, total: int, min_lr_ratio: float = 0.0, lr: float = 1.0) -> list[float]:
+    opt = create_optimizer(nn.Linear(2, 2), lr=lr)
+    sched = create_scheduler(opt, "cosine", warmup, total, min_lr_ratio)
+    lrs = []
+    for _ in range(total + 1):
+        lrs.append(opt.param_groups[0]["lr"])
+        sched.step()
+    return lrs
+
+
 def test_warmup_cosine_schedule():
-    assert warmup_cosine(0, 10, 110) == pytest.approx(0.1)  # linear warmup, first step not at 0
-    assert warmup_cosine(9, 10, 110) == pytest.approx(1.0)
-    assert warmup_cosine(10, 10, 110) == pytest.approx(1.0)  # peak, then cosine
-    assert warmup_cosine(60, 10, 110) == pytest.approx(0.5)  # half way down
-    assert warmup_cosine(110, 10, 110) == pytest.approx(0.0, abs=1e-12)
-    assert warmup_cosine(60, 10, 110, min_lr_ratio=0.2) == pytest.approx(0.6)
+    curve = _lrs(10, 110)
+    assert curve[0] == pytest.approx(0.1)  # linear warmup, first step not at 0
+    assert curve[9] == pytest.approx(1.0)
+    assert curve[10] == pytest.approx(1.0)  # peak, then cosine
+    assert curve[60] == pytest.approx(0.5)  # half way down
+    assert curve[110] == pytest.approx(0.0, abs=1e-12)
+    assert _lrs(10, 110, min_lr_ratio=0.2)[60] == pytest.approx(0.6)
     model = nn.Linear(2, 2)
-    opt = build_optimizer(model, lr=1e-2)
-    sched = build_scheduler(opt, warmup_steps=2, total_steps=6)
+    opt = create_optimizer(model, lr=1e-2)
+    sched = create_scheduler(opt, "cosine", warmup_steps=2, total_steps=6)
     lrs = []
     for _ in range(6):
         lrs.append(opt.param_groups[0]["lr"])
@@ -122,12 +133,12 @@ def test_warmup_cosine_schedule():
         ]
     )
     with pytest.raises(ValueError, match="warmup_steps must be in"):
-        build_scheduler(opt, warmup_steps=7, total_steps=6)
+        create_scheduler(opt, "cosine", warmup_steps=7, total_steps=6)
 
 
 def test_weight_decay_only_on_linear_weights():
     model = tiny_model(seq_len=16, data_shape=(4, 4))
-    decay, no_decay = param_groups(model, 0.01)
+    decay, no_decay = decay_groups(model, 0.01)
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
     linear_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
     assert {id(p) for p in decay["params"]} == linear_weights
@@ -192,10 +203,14 @@ def test_tiny_run_lowers_the_loss_on_fashion_mnist_shaped_data(tmp_path):
     assert saved["test_bpd"] == pytest.approx(metrics["test_bpd"]) and saved["step"] == 30
     ckpt = tmp_path / "checkpoints" / "step_00000030.pt"
     assert metrics["checkpoint"] == str(ckpt)
-    # the final step checkpoint and the best by val bits/dim (the final val beat the one at step 15)
+    # the final step checkpoint and the best by val bits/dim (the final val beat the one at step 15),
+    # compared on the same 8 val sequences as the periodic evaluation (eval_examples), not the whole split
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.pt", "step_00000030.pt"]
     best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
-    assert best["step"] == 30 and best["val_bpd"] == pytest.approx(metrics["val_bpd"])
+    assert best["step"] == 30 and best["val_bpd"] == pytest.approx(trainer.evaluate("val", 8), abs=1e-9)
+    assert best["val_bpd"] != pytest.approx(metrics["val_bpd"], abs=1e-6)  # the whole split gives another number
+    assert best["best_selection"] == {"split": "val", "examples": 8, "data": "synthetic", "seq_len": 784}
+    assert (metrics["best_val_bpd"], metrics["best_step"], metrics["best_val_sequences"]) == (best["val_bpd"], 30, 8)
     state = load_checkpoint(ckpt)
     assert {
         "model",
@@ -289,6 +304,12 @@ def test_wandb_logger_offline(tmp_path, compose_config, monkeypatch):
     assert width == 4 * (14 * 2 + 2) + 2
     rows = PIL.Image.open(completions[0]).size[1]  # rows input, completion, original
     assert rows == 3 * (14 * 2 + 2) + 2
+    # predicted distributions and bits maps (logger.prediction_images, zoo.prediction_pictures): at the
+    # periodic evaluation (step 2 of 4) and at the end
+    assert cfg.logger.prediction_images == 1 and cfg.trainer.eval_every == 2
+    for key in ("distributions", "bits_map"):
+        pictures = sorted(runs[0].rglob(f"media/images/predictions/{key}_*.png"))
+        assert [p.name.split("_")[-2] for p in pictures] == ["2", "4"], pictures
 
 
 def test_logger_none_does_not_import_wandb(tmp_path):

@@ -17,6 +17,7 @@ from zoo.registry import build, get_model_config, list_models, register_model, r
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 MODEL_DIR = CONFIG_DIR / "model"
 VARIANTS = [
+    "audio_paper",
     "cifar10_paper",
     "dense",
     "enwik8_paper",
@@ -30,7 +31,7 @@ VARIANTS = [
 
 def test_list_models():
     assert list_models() == VARIANTS
-    assert list_models("*_paper") == ["cifar10_paper", "enwik8_paper", "imagenet64_paper"]
+    assert list_models("*_paper") == ["audio_paper", "cifar10_paper", "enwik8_paper", "imagenet64_paper"]
     assert list_models("*half") == ["fixed_half", "strided_half"]
     assert list_models("nothing*") == []
     assert zoo.list_models is list_models and zoo.build is build  # package-level exports
@@ -56,7 +57,7 @@ def test_small_variants_suit_fashion_mnist():
 # ---------------------------------------------------------------------------------- paper configurations
 @pytest.mark.parametrize(
     ("name", "paper_params"),
-    [("cifar10_paper", 59e6), ("enwik8_paper", 95e6), ("imagenet64_paper", 152e6)],
+    [("cifar10_paper", 59e6), ("enwik8_paper", 95e6), ("imagenet64_paper", 152e6), ("audio_paper", 152e6)],
 )
 def test_paper_parameter_counts_on_meta(name, paper_params):
     with torch.device("meta"):
@@ -86,6 +87,9 @@ def test_paper_configurations_follow_the_text():
     i = get_model_config("imagenet64_paper")  # §7.3
     assert (i.n_layer, i.n_embd, i.n_head, i.seq_len) == (48, 512, 16, 12288)
     assert i.attention["name"] == "strided" and i.attention["stride"] == 128 and i.data_shape == [64, 64, 3]
+    a = get_model_config("audio_paper")  # §7.4: 152M parameters (Table 5) on 65,536 samples; sizes of §7.3
+    assert (a.n_layer, a.n_embd, a.n_head, a.seq_len, a.data_shape) == (48, 512, 16, 65536, [65536])
+    assert a.attention["stride"] == 256 and a.embedding == "attention" and a.dropout == 0.01
 
 
 # ---------------------------------------------------------------------------------- build

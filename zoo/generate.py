@@ -240,6 +240,37 @@ def as_prompt(prompt: Any, num: int, vocab_size: int) -> Tensor | None:
 
 
 # --------------------------------------------------------------------------------- the API
+def check_generate_args(
+    model: nn.Module,
+    num: int,
+    prompt: Any = None,
+    max_new: int | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor | None, int]:
+    """Check :func:`generate`'s arguments (``ValueError`` naming a bad one); ``(prompt (num, P) or None, max_new)``."""
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise ValueError(f"num must be an integer >= 1, got {num!r}")
+    check_sampling(temperature, top_k, top_p)
+    config = model.config
+    rows = as_prompt(prompt, num, config.vocab_size)
+    P = 0 if rows is None else rows.shape[1]
+    if P >= config.seq_len:
+        raise ValueError(
+            f"the prompt has {P} bytes; the model's seq_len={config.seq_len} leaves none to generate"
+        )
+    if max_new is None:
+        max_new = config.seq_len - P
+    if isinstance(max_new, bool) or not isinstance(max_new, int) or not 1 <= max_new <= config.seq_len - P:
+        raise ValueError(
+            f"max_new must be an integer in [1, {config.seq_len - P}] (seq_len={config.seq_len} minus the "
+            f"{P}-byte prompt), got {max_new!r}"
+        )
+    return rows, max_new
+
+
 def generate(
     model: nn.Module,
     num: int,
@@ -261,23 +292,9 @@ def generate(
         temperature, top_k, top_p: sampling (:func:`zoo.sampling.draw`).
         generator: a seeded ``torch.Generator`` makes the bytes reproducible (the reference sampler's).
     """
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ValueError(f"num must be an integer >= 1, got {num!r}")
-    check_sampling(temperature, top_k, top_p)
+    rows, max_new = check_generate_args(model, num, prompt, max_new, temperature, top_k, top_p)
     config = model.config
-    rows = as_prompt(prompt, num, config.vocab_size)
     P = 0 if rows is None else rows.shape[1]
-    if P >= config.seq_len:
-        raise ValueError(
-            f"the prompt has {P} bytes; the model's seq_len={config.seq_len} leaves none to generate"
-        )
-    if max_new is None:
-        max_new = config.seq_len - P
-    if isinstance(max_new, bool) or not isinstance(max_new, int) or not 1 <= max_new <= config.seq_len - P:
-        raise ValueError(
-            f"max_new must be an integer in [1, {config.seq_len - P}] (seq_len={config.seq_len} minus the "
-            f"{P}-byte prompt), got {max_new!r}"
-        )
     device = next(model.parameters()).device
     T = P + max_new
     was_training = model.training

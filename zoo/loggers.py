@@ -1,11 +1,10 @@
 """Experiment loggers for the trainer: ``none`` (nothing) and ``wandb`` (offline by default).
 
-Pictures logged during training (completions, samples) come from callbacks
-(:mod:`zoo.sample_callbacks`) through :meth:`WandbLogger.log_images`.
-
 ``build_logger(cfg, run_dir, config)`` picks one by ``cfg["name"]``. The ``none`` logger never
 imports wandb; the ``wandb`` logger imports it only when built and runs in ``mode="offline"``
-unless configured otherwise, so it never needs a network (``wandb sync`` uploads later).
+unless configured otherwise, so it never needs a network (``wandb sync`` uploads later). Pictures
+logged during training (completions, samples, predicted distributions) come from callbacks
+(:mod:`zoo.sample_callbacks`, :mod:`zoo.prediction_pictures`) through :meth:`WandbLogger.log_images`.
 """
 
 from __future__ import annotations
@@ -92,6 +91,8 @@ class WandbLogger:
 
 
 _LOGGERS = {"none": NullLogger, "wandb": WandbLogger}
+#: wandb logger-config keys that configure training callbacks (read by zoo.train.run), not the logger
+CALLBACK_OPTIONS = ("prediction_images", "completions", "sample_images")
 
 
 def build_logger(
@@ -106,8 +107,9 @@ def build_logger(
         if options:
             raise TypeError(f"logger 'none' takes no options, got {sorted(options)}")
         return NullLogger()
-    valid = ("project", "entity", "mode", "run_name", "group", "tags")
+    valid = ("project", "entity", "mode", "run_name", "group", "tags", *CALLBACK_OPTIONS)
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise TypeError(f"unknown option(s) {unknown} for logger 'wandb'; valid options are {list(valid)}")
+    options = {k: v for k, v in options.items() if k not in CALLBACK_OPTIONS}
     return WandbLogger(run_dir, config=config, **options)

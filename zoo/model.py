@@ -23,6 +23,7 @@ predicts ``idx[:, t]`` from ``idx[:, :t]`` (the first from a learned start embed
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,7 +41,10 @@ from attention_patterns.backends import AttentionBackend, create_backend
 from .attention import CausalSelfAttention
 from .dropout import ResidualDropout
 from .embeddings import EMBEDDINGS, InputEmbedding, build_position_embedding
+from .errors import warn_once
 from .layers import FeedForward
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -136,6 +140,19 @@ def build_component(config: ModelConfig) -> AttentionPattern:
         raise ValueError(
             f"attention {component.name!r} cannot serve seq_len={config.seq_len}: {err}"
         ) from err
+    stride = spec.get("stride")
+    if component.name in ("strided", "fixed") and isinstance(stride, int) and stride >= config.seq_len:
+        warn_once(
+            log,
+            "model.attention.stride=%d >= the sequence length %d: each query's first part already covers every "
+            "earlier position, so the %r pattern computes full (dense) attention; a stride near sqrt(%d) ~ %d "
+            "keeps it sparse (§4.2)",
+            stride,
+            config.seq_len,
+            component.name,
+            config.seq_len,
+            round(math.sqrt(config.seq_len)),
+        )
     return component
 
 
@@ -237,6 +254,14 @@ class SparseTransformer(nn.Module):
         if exclude_embeddings:
             n -= sum(p.numel() for p in self.embed_in.parameters())
         return n
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters (fnmatch patterns) that weight decay leaves alone besides biases and norm gains.
+
+        timm's convention, read by ``timm.optim.create_optimizer_v2`` and :mod:`zoo.optim`: the token, start
+        and position embeddings, so that only the Linear weights are decayed.
+        """
+        return {"embed_in.*"}
 
     def set_attention_backend(self, name: str, **options: Any) -> None:
         """Switch every block to a new backend (e.g. ``flex`` on GPU); the weights are unchanged."""

@@ -48,6 +48,8 @@ def register_model(fn: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
     if name in _MODELS:
         raise ValueError(f"model {name!r} is already registered")
     _MODELS[name] = fn
+    if __name__ == "zoo.registry" and "zoo.timm_models" in sys.modules:  # timm's registry mirrors ours
+        sys.modules["zoo.timm_models"].register(name)
     return fn
 
 
@@ -340,6 +342,31 @@ def imagenet64_paper() -> ModelConfig:
         dropout=0.01,
         checkpoint_every=1,
     )
+
+
+@register_model
+def audio_paper() -> ModelConfig:
+    """Classical music model of §7.4 (Table 5): the 152M-parameter ImageNet 64x64 model on raw audio.
+
+    The paper gives the parameter count (152M) and the sequence length (65,536 mu-law samples at 12 kHz)
+    but no layer count, width or head count for audio; :func:`imagenet64_paper`'s 48 layers, d=512 and
+    16 heads give that count. A 1-D stream with attention embeddings (§5.3, row and column in a matrix of
+    width the stride) and stride 256 = sqrt(65,536) (§4.2: l ~ sqrt(n)); dropout 0.01 as §7.3.
+    """
+    return dataclasses.replace(
+        imagenet64_paper(),
+        seq_len=65536,
+        attention={"name": "strided", "stride": 256, "mode": "split"},
+        embedding="attention",
+        data_shape=[65536],
+    )
+
+
+# ---------------------------------------------------------------------------------- timm's registry
+if __name__ == "zoo.registry":  # not for a `python -m zoo.registry` copy of this module
+    from . import timm_models
+
+    timm_models.register_all()  # every variant as timm's sparse_transformer_<name> (zoo.timm_models)
 
 
 # ---------------------------------------------------------------------------------- command line

@@ -9,8 +9,10 @@ samples as one grid. Decoding is key/value-cached (:func:`zoo.generate.generate`
 fraction of a second per evaluation for the default model.
 
 The counts live in the wandb logger's config (``configs/logger/wandb.yaml``: ``completions``,
-``sample_images``; 0 disables); :func:`from_logger_config` takes them out of it and builds the
-callback, only for the wandb logger and image-shaped data.
+``sample_images``; 0 disables; :data:`zoo.loggers.CALLBACK_OPTIONS`); :func:`from_logger_config`
+builds the callback for the wandb logger (``zoo.train.logger_callbacks``), which draws only for
+image-shaped data. Samples come from the weights the trainer evaluates (``trainer.eval_model``: the
+weight average when there is one).
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ class SampleImages(Callback):
 
     def _generate(self, trainer: Trainer, num: int, prompt: torch.Tensor | None) -> torch.Tensor:
         gen = torch.Generator().manual_seed(self.seed)  # the same draws at every evaluation
+        model = getattr(trainer, "eval_model", trainer.model)  # the weight average when there is one
         with autocast(trainer.config.precision, trainer.device):
-            return generate(trainer.model, num, prompt=prompt, generator=gen)
+            return generate(model, num, prompt=prompt, generator=gen)
 
     def on_evaluation(self, trainer: Trainer, step: int, val_bpd: float) -> None:
         shape = list(trainer.data.data_shape)
@@ -71,16 +74,11 @@ class SampleImages(Callback):
         trainer.logger.log_images({"samples": grid_array(grid)}, trainer.step)
 
 
-def from_logger_config(cfg: Mapping[str, Any] | None, seed: int = 0) -> tuple[dict[str, Any], list[Callback]]:
-    """``(logger config without this module's options, callbacks)``: a :class:`SampleImages` for the
-    wandb logger when a count is positive, none otherwise."""
-    options = dict(cfg or {"name": "none"})
-    counts = {key: options.pop(key) for key in OPTIONS if key in options}
+def from_logger_config(cfg: Mapping[str, Any] | None) -> SampleImages | None:
+    """The callback the wandb logger config asks for (``completions``, ``sample_images``; defaults 4 and
+    4), or None: another logger, or both counts 0."""
+    options = dict(cfg or {})
     if options.get("name") != "wandb":
-        if counts:
-            raise TypeError(
-                f"logger {options.get('name')!r} takes no option(s) {sorted(counts)}; they are wandb's"
-            )
-        return options, []
-    callback = SampleImages(**counts, seed=seed)
-    return options, ([callback] if callback.completions or callback.sample_images else [])
+        return None
+    callback = SampleImages(**{key: options[key] for key in OPTIONS if key in options})
+    return callback if callback.completions or callback.sample_images else None

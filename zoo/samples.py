@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from .amp import autocast, check_precision
-from .generate import generate
+from .errors import UserError, user_input
+from .generate import check_generate_args, generate
 from .media import HIDDEN, completion_grid, decode_text, is_image_shape, sample_grid, save_grid, write_wav
 from .pretrained import Trained, load_trained, run_data
 
@@ -41,7 +42,7 @@ DEFAULT_FILES = {
 }
 
 
-class SampleError(ValueError):
+class SampleError(UserError, ValueError):
     """A bad option of ``scripts/sample.py``; the message names it and what would be valid."""
 
 
@@ -128,36 +129,41 @@ def run_sampling(cfg: SampleConfig | Mapping[str, Any], out_dir: str | Path = ".
     """Run one mode (see the module docstring); returns files written, bytes, seconds and bytes/s."""
     from .train import resolve_device
 
-    if not isinstance(cfg, SampleConfig):
-        cfg = SampleConfig.from_dict(cfg)
-    cfg.validate()
-    device = resolve_device(cfg.device)
-    trained = load_trained(cfg.checkpoint, device, attention_backend=cfg.backend)
-    model = trained.model
-    shape = list(model.config.data_shape)
-    image_mode = cfg.mode in ("unconditional", "complete")
-    if image_mode and not is_image_shape(shape):
-        raise SampleError(
-            f"mode={cfg.mode} draws images, but {trained.path} was trained on sequences shaped {shape}; "
-            "use mode=text or mode=audio"
-        )
-    out = Path(cfg.out) if cfg.out else Path(out_dir) / DEFAULT_FILES[cfg.mode]
-    gen = torch.Generator().manual_seed(cfg.seed)
-    sampling = {"temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p, "generator": gen}
+    with user_input():  # the options, the checkpoint, the data: a mistake there is one line (zoo.cli)
+        if not isinstance(cfg, SampleConfig):
+            cfg = SampleConfig.from_dict(cfg)
+        cfg.validate()
+        device = resolve_device(cfg.device)
+        trained = load_trained(cfg.checkpoint, device, attention_backend=cfg.backend)
+        model = trained.model
+        shape = list(model.config.data_shape)
+        image_mode = cfg.mode in ("unconditional", "complete")
+        if image_mode and not is_image_shape(shape):
+            raise SampleError(
+                f"mode={cfg.mode} draws images, but {trained.path} was trained on sequences shaped {shape}; "
+                "use mode=text or mode=audio"
+            )
+        out = Path(cfg.out) if cfg.out else Path(out_dir) / DEFAULT_FILES[cfg.mode]
+        gen = torch.Generator().manual_seed(cfg.seed)
+        sampling = {"temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p, "generator": gen}
 
-    originals = prompt = None
-    if cfg.mode == "text" and cfg.prompt is not None:
-        prompt = torch.tensor(list(cfg.prompt.encode("utf-8")), dtype=torch.long)[None].expand(cfg.num, -1)
-    elif cfg.mode != "unconditional":
-        originals, prompt = _prompts(trained, cfg)
-    if cfg.mode == "complete":
-        prompt = prompt.repeat(cfg.completions, 1)  # (completions num, P): row k num + i completes image i
-    num = prompt.shape[0] if prompt is not None else cfg.num
-    P = 0 if prompt is None else prompt.shape[1]
+        originals = prompt = None
+        if cfg.mode == "text" and cfg.prompt is not None:
+            text_bytes = list(cfg.prompt.encode("utf-8"))
+            prompt = torch.tensor(text_bytes, dtype=torch.long)[None].expand(cfg.num, -1)
+        elif cfg.mode != "unconditional":
+            originals, prompt = _prompts(trained, cfg)
+        if cfg.mode == "complete":
+            # (completions num, P): row k num + i completes image i
+            prompt = prompt.repeat(cfg.completions, 1)
+        num = prompt.shape[0] if prompt is not None else cfg.num
+        P = 0 if prompt is None else prompt.shape[1]
+        generate_args = {"prompt": prompt if P else None, "max_new": cfg.max_new, **sampling}
+        check_generate_args(model, num, **generate_args)
 
     tic = time.perf_counter()
     with autocast(cfg.precision, device):
-        seqs = generate(model, num, prompt=prompt if P else None, max_new=cfg.max_new, **sampling)  # (num, T)
+        seqs = generate(model, num, **generate_args)  # (num, T)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - tic

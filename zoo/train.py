@@ -1,11 +1,12 @@
-"""The training loop used by ``scripts/train.py``: the recipe of Child et al. 2019, §5-7.
+"""The training loop used by ``scripts/train.py``: the recipe of Child et al. 2019, §6.
 
 Adam(W) with a linear warmup then cosine decay of the learning rate, gradient clipping at 1.0 and
-weight decay 0.01 (:mod:`zoo.optim`); the loss is the mean negative log-likelihood per byte, reported
-in bits per dim (:mod:`zoo.metrics`) on training batches and periodically on the held-out ``val``
-split, and on ``test`` at the end; a tqdm bar shows loss, bits/dim and tokens/s.
+weight decay 0.01, built by timm (:mod:`zoo.optim`; any timm optimiser and schedule by name), optionally
+an average of the weights (:mod:`zoo.ema`); the loss is the mean negative log-likelihood per byte,
+reported in bits per dim (:mod:`zoo.metrics`) on training batches and periodically on the held-out
+``val`` split, and on ``test`` at the end; a tqdm bar shows loss, bits/dim and tokens/s.
 
-Beyond the loop (issue 5):
+Beyond the loop:
 
 * mixed precision (§5.5, :mod:`zoo.amp`): ``precision`` ``fp32`` | ``bf16`` | ``fp16`` (dynamic loss
   scaling); a step whose loss or gradients are not finite is skipped and counted (``skipped_steps``),
@@ -13,10 +14,12 @@ Beyond the loop (issue 5):
 * distributed data parallel (:mod:`zoo.distributed`): the global batch is ``batch_size`` whatever the
   number of processes; each rank takes its shard of every global batch, optionally in micro-batches
   of ``micro_batch_size`` (gradient accumulation); only rank 0 writes files and logs;
-* checkpoints (:mod:`zoo.checkpoint`): every ``checkpoint_every`` steps and at the end, atomically, the
-  last ``keep_last`` kept plus ``best.pt`` (lowest val bits/dim); ``resume=auto`` continues from the
-  newest readable checkpoint of the run folder, ``resume=PATH`` from that file, with exactly the loss
-  curve of an uninterrupted run (same batches, RNG states, optimiser, scheduler and scaler states).
+* checkpoints (files: :mod:`zoo.checkpoint`; policy: :mod:`zoo.checkpointing`): every
+  ``checkpoint_every`` steps and at the end, atomically, the last ``keep_last`` kept plus ``best.pt``
+  (lowest val bits/dim, always measured on the same validation examples); ``resume=auto`` continues
+  from the newest readable checkpoint of the run folder, ``resume=PATH`` from that file, with exactly
+  the loss curve of an uninterrupted run (same batches, RNG states, optimiser, scheduler and scaler
+  states). No run writes over a checkpoint it could not improve on.
 """
 
 from __future__ import annotations
@@ -42,21 +45,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from .amp import autocast, check_precision, make_scaler
 from .callbacks import Callback
-from .checkpoint import (
-    BEST_FILE,
-    FORMAT_VERSION,
-    check_compatible,
-    check_format,
-    find_resumable,
-    load_checkpoint,
-    prune,
-    save_atomic,
-)
+from .checkpoint import FORMAT_VERSION
+from .checkpointing import CheckpointPolicy, Selection
 from .data.base import DataBundle
-from .distributed import DistEnv, all_gather_object, all_reduce_sum, broadcast_object, current_env, shard
+from .distributed import DistEnv, all_gather_object, all_reduce_sum, current_env, shard
+from .ema import EMA_KEY, check_ema_decay, create_ema, ema_state, load_ema_state
+from .errors import user_input
 from .loggers import NullLogger
 from .metrics import BitsPerDimMeter, bits_per_dim, nll_nats
-from .optim import build_optimizer, build_scheduler
+from .optim import check_optimizer, check_scheduler, from_trainer_config
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +67,17 @@ class TrainerConfig:
     # sequences per forward/backward on one rank (gradient accumulation); None = the rank's whole share
     micro_batch_size: int | None = None
     lr: float = 1e-3  # peak learning rate, reached after warmup
-    warmup_steps: int = 100  # linear warmup, cut to `steps` if longer (paper §7: 5000 for its long runs)
+    warmup_steps: int = 100  # linear warmup, cut to `steps` if longer (paper §6: 5000 for its long runs)
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio at `steps`
-    weight_decay: float = 0.01  # paper §7; Linear weights only (zoo.optim)
+    weight_decay: float = 0.01  # paper §6; the Linear weights only (zoo.optim.decay_groups)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    grad_clip: float = 1.0  # max global gradient norm (paper §7); 0 = off
+    optimizer: str = "adamw"  # any timm.optim.list_optimizers() name: adamw (§6) | lamb | lion | adafactor | ...
+    optimizer_options: dict[str, Any] = field(default_factory=dict)  # more arguments of it, e.g. {momentum: 0.9}
+    # timm schedule after the linear warmup: cosine (§6) | tanh | poly | step | multistep | wsd | rsqrt | constant | none
+    scheduler: str = "cosine"
+    scheduler_options: dict[str, Any] = field(default_factory=dict)  # e.g. {decay_epochs: 300} for step (in steps)
+    ema_decay: float = 0.0  # > 0: evaluate (and pick best.pt by) an average of the weights (zoo.ema); 0 = off
+    grad_clip: float = 1.0  # max global gradient norm (paper §6); 0 = off
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with dynamic loss scaling, §5.5)
     max_bad_steps: int = 25  # more consecutive non-finite steps than this stop the run
     eval_every: int = 0  # steps between val evaluations; 0 = only at the end
@@ -123,6 +126,9 @@ class TrainerConfig:
             if value is not None and value < 1:
                 raise ValueError(f"trainer.{name} must be >= 1 or null, got {value!r}")
         check_precision(self.precision)
+        check_optimizer(self.optimizer)
+        check_scheduler(self.scheduler)
+        check_ema_decay(self.ema_decay)
         if self.resume is not None and (not isinstance(self.resume, str) or not self.resume):
             raise ValueError(
                 f"trainer.resume must be null, 'auto' or the path of a checkpoint file, got {self.resume!r}"
@@ -146,16 +152,25 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """The global RNG states (Python, NumPy, torch CPU and CUDA), for a checkpoint."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The global RNG states (Python, NumPy, torch CPU and CUDA), for a checkpoint.
+
+    Tensors and plain values only (NumPy's key as an int64 tensor), so that checkpoints open with
+    ``torch.load(weights_only=True)`` (:mod:`zoo.checkpoint`).
+    """
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = (str(name), torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore :func:`rng_state` (also the NumPy-array layout of format-1 checkpoints)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, key, pos, has_gauss, gauss = state["numpy"]
+    key = key.numpy() if isinstance(key, Tensor) else np.asarray(key)
+    np.random.set_state((name, key.astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
@@ -241,15 +256,14 @@ class Trainer:
             torch.set_num_threads(config.threads)
         self.device = resolve_device(config.device, self.env)
         self.model = model.to(self.device)
+        self.ema = create_ema(self.model, config.ema_decay)  # timm ModelEmaV3 of the weights, or None
         self.train_model: nn.Module = self.model  # what the training forward runs: the DDP wrapper if any
         if self.env.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
-        self.optimizer = build_optimizer(self.model, config.lr, config.weight_decay, config.betas)
-        warmup = min(config.warmup_steps, config.steps)
-        self.scheduler = build_scheduler(self.optimizer, warmup, config.steps, config.min_lr_ratio)
+        self.optimizer, self.scheduler = from_trainer_config(self.model, config)  # timm (zoo.optim)
         self.scaler = make_scaler(config.precision, self.device)
         self.step = 0  # optimiser steps taken
         self.epoch = 0  # data position: epoch ...
@@ -263,6 +277,9 @@ class Trainer:
         self.window = [0.0, 0, 0, 0.0]  # train nats, steps, tokens, seconds since the last log entry
         self.last_train = [math.nan, 0]  # train bits/dim of the last log window, and its steps
         self.resumed_from: Path | None = None
+        self.best_selection: Mapping[str, Any] | None = None  # the examples best_val was measured on
+        # which file to resume from, when best.pt is replaced, what is pruned (zoo.checkpointing)
+        self.checkpoints = CheckpointPolicy(self.run_dir, config.keep_last, config.checkpoint, self.env)
 
     # ----------------------------------------------------------------------------- data
     def train_batches(self) -> Iterator[Tensor]:
@@ -363,6 +380,8 @@ class Trainer:
         if stepped:
             self.step += 1
             self.bad_in_a_row = 0
+            if self.ema is not None:  # average of the weights after each update (the first one copies)
+                self.ema.update(self.model, step=self.step)
         else:
             self.skipped_steps += 1
             self.bad_in_a_row += 1
@@ -390,6 +409,11 @@ class Trainer:
         }
 
     # ----------------------------------------------------------------------------- evaluation
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights to evaluate and sample with: the average (``trainer.ema_decay > 0``) or the model."""
+        return self.ema.module if self.ema is not None else self.model
+
     @torch.no_grad()
     def evaluate(self, split: str | Dataset = "val", max_examples: int | None = None) -> float:
         """Bits per dim over ``split`` (its first ``max_examples`` sequences when given), exact per dim.
@@ -403,8 +427,9 @@ class Trainer:
         if n == 0:
             raise ValueError(f"cannot evaluate on an empty split {split!r}")
         scored_from = getattr(dataset, "scored_from", None)
-        was_training = self.model.training
-        self.model.eval()
+        model = self.eval_model
+        was_training = model.training
+        model.eval()
         meter = BitsPerDimMeter()
         batch_size = self.config.eval_batch_size or self.config.batch_size
         mine = list(range(self.env.rank, n, self.env.world_size))
@@ -412,7 +437,7 @@ class Trainer:
             indices = mine[lo : lo + batch_size]
             batch = _stack(dataset, indices).to(self.device, non_blocking=True)  # (B, T)
             with autocast(self.config.precision, self.device):
-                logits = self.model(batch)  # (B, T, V)
+                logits = model(batch)  # (B, T, V)
             nll = nll_nats(logits, batch, reduction="none")  # (B, T) float32
             if scored_from is None:
                 meter.update(nll.sum(dtype=torch.float64), batch.numel())
@@ -420,7 +445,7 @@ class Trainer:
                 starts = torch.tensor([scored_from(i) for i in indices], device=self.device)  # (B,)
                 mask = torch.arange(batch.shape[1], device=self.device)[None, :] >= starts[:, None]  # (B, T)
                 meter.update(nll[mask].sum(dtype=torch.float64), int(mask.sum()))
-        self.model.train(was_training)
+        model.train(was_training)
         totals = all_reduce_sum(
             torch.tensor([meter.nats, float(meter.dims)], dtype=torch.float64, device=self.device), self.env
         )
@@ -507,7 +532,10 @@ class Trainer:
             metrics["val_bpd"] = self.evaluate("val")
             metrics["val_sequences"] = len(self.data.val)
             log.info("val bits/dim %.4f on %d sequences", metrics["val_bpd"], metrics["val_sequences"])
-            self._maybe_save_best(metrics["val_bpd"])
+            # best.pt is chosen on the same examples as the periodic evaluations, not on the whole split
+            whole = self.selection.examples == len(self.data.val)
+            self._maybe_save_best(metrics["val_bpd"] if whole else self.evaluate("val", cfg.eval_examples))
+        metrics.update(self.checkpoints.summary(self.best_val, self.selection))
         if cfg.test:
             eval_start = time.perf_counter()
             metrics["test_bpd"] = self.evaluate("test", cfg.test_examples)
@@ -582,12 +610,14 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this run exactly (a collective under DDP: call on every rank).
 
-        Weights, optimiser, scheduler, loss scaler, step, data position, the RNG states of every rank,
-        the model config, the data shape and :data:`zoo.checkpoint.FORMAT_VERSION`.
+        Weights (and their average, ``model_ema``), optimiser, scheduler, loss scaler, step, data
+        position, the RNG states of every rank, the model config, the data shape and
+        :data:`zoo.checkpoint.FORMAT_VERSION`.
         """
         return {
             "format_version": FORMAT_VERSION,
             "model": self.model.state_dict(),
+            EMA_KEY: ema_state(self.ema),  # the averaged weights (zoo.ema), None without trainer.ema_decay
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -599,6 +629,7 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "bad_in_a_row": self.bad_in_a_row,
             "best_val": self.best_val,
+            "best_selection": self.best_selection,  # the validation examples best_val was measured on
             "window": list(self.window),
             "last_train": list(self.last_train),
             "history": list(self.history),
@@ -613,6 +644,7 @@ class Trainer:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` (weights must match: see :func:`zoo.checkpoint.check_compatible`)."""
         self.model.load_state_dict(state["model"])
+        load_ema_state(self.ema, state, self.model)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
@@ -642,38 +674,31 @@ class Trainer:
             )
         set_rng_state(rng[self.env.rank % len(rng)])
 
+    # ----------------------------------------------------------------------------- checkpoints
+    # The policy (which file, when best.pt is replaced, pruning, fallbacks) is zoo.checkpointing.
+    @property
+    def selection(self) -> Selection:
+        """The validation examples ``best.pt`` is chosen on: the first ``eval_examples`` val sequences."""
+        return Selection("val", self._count("val", self.config.eval_examples), self.data.name, self.data.seq_len)
+
     def maybe_resume(self) -> Path | None:
-        """Apply ``config.resume``: ``auto`` = newest readable ``checkpoints/step_N.pt`` (fresh start if
-        none), a path = that file. Unreadable files met by ``auto`` are skipped with a warning; an
-        explicitly named unreadable or incompatible file raises :class:`zoo.checkpoint.CheckpointError`.
+        """Apply ``config.resume`` (``auto``, a path, or null: :meth:`CheckpointPolicy.resume_target`), then
+        settle the value a new ``best.pt`` must beat. Raises :class:`zoo.checkpoint.CheckpointError` naming
+        the file(s) when a checkpoint cannot be used, or when a new run would replace existing checkpoints.
         """
-        resume = self.config.resume
-        if resume is None or resume == "none":
-            return None
-        if resume == "auto":
-            if self.run_dir is None:
-                raise ValueError(
-                    "trainer.resume=auto needs a run folder (run_dir) to look for checkpoints in"
-                )
-            found = None
-            if self.env.is_main:
-                hit = find_resumable(self.run_dir / "checkpoints")
-                found = str(hit[0]) if hit is not None else None
-            found = broadcast_object(found, self.env)
-            if found is None:
-                log.info("resume=auto: no readable checkpoint in %s; starting from step 0", self.run_dir)
-                return None
-            path = Path(found)
-        else:
-            path = Path(resume)
-        return self.resume_from(path)
+        path = self.checkpoints.resume_target(self.config.resume)
+        if path is not None:
+            self.resume_from(path)
+        self.best_val = self.checkpoints.settle_best(
+            self.selection, self.best_val, self.best_selection, self._score_weights
+        )
+        self.best_selection = self.selection.as_dict()
+        return path
 
     def resume_from(self, path: str | os.PathLike) -> Path:
         """Load and check ``path``, then restore this trainer from it; raises naming the file and the mismatch."""
         path = Path(path)
-        state = load_checkpoint(path, map_location="cpu")
-        check_format(state, path)
-        check_compatible(state, path, self.model, self._model_config(), self._data_info())
+        state = self.checkpoints.open(path, self.model, self._model_config(), self._data_info())
         saved = state.get("trainer_config") or {}
         for key in ("batch_size", "seed"):
             if key in saved and saved[key] != getattr(self.config, key):
@@ -685,6 +710,7 @@ class Trainer:
                     getattr(self.config, key),
                 )
         self.load_state_dict(state)
+        self.best_selection = state.get("best_selection")
         self.resumed_from = path
         log.info(
             "resumed from %s at step %d (epoch %d, batch %d)",
@@ -694,6 +720,17 @@ class Trainer:
             self.batch_in_epoch,
         )
         return path
+
+    def _score_weights(self, weights: Mapping[str, Tensor]) -> float:
+        """Val bits/dim of ``weights`` on :attr:`selection`, loaded into the module evaluations use
+        (:attr:`eval_model`: the average with ``trainer.ema_decay``); its own weights are put back after."""
+        target = self.eval_model
+        current = {k: v.detach().clone() for k, v in target.state_dict().items()}
+        target.load_state_dict(weights)
+        try:
+            return self.evaluate("val", self.config.eval_examples)
+        finally:
+            target.load_state_dict(current)
 
     def checkpoint_path(self) -> Path:
         if self.run_dir is None:
@@ -707,24 +744,25 @@ class Trainer:
 
         Collective under DDP (every rank's RNG state is gathered); only rank 0 writes. After a
         successful write of a step checkpoint, older ones beyond ``keep_last`` are deleted; a failed
-        write raises and leaves every existing file as it was.
+        write raises :class:`zoo.checkpoint.CheckpointWriteError` and leaves every existing file as it was.
         """
         state = self.state_dict()
         state.update(extra or {})
         target = Path(path) if path is not None else self.checkpoint_path()
-        if self.env.is_main:
-            save_atomic(state, target)
-            log.info("checkpoint written to %s", target)
-            if path is None:
-                prune(target.parent, self.config.keep_last, protect=target)
+        self.checkpoints.write(state, target, step_file=path is None)
         return target
 
     def _maybe_save_best(self, val_bpd: float) -> None:
+        """Write ``best.pt`` if ``val_bpd`` (measured on :attr:`selection`) beats every earlier one."""
         if not val_bpd < self.best_val:
             return
-        self.best_val = val_bpd
-        if self.run_dir is not None and self.config.checkpoint:
-            self.save_checkpoint(self.run_dir / "checkpoints" / BEST_FILE, extra={"val_bpd": val_bpd})
+        previous, self.best_val = self.best_val, val_bpd  # in the state that best.pt holds
+        if self.checkpoints.enabled:
+            try:
+                self.save_checkpoint(self.checkpoints.best_path, extra={"val_bpd": val_bpd})
+            except BaseException:
+                self.best_val = previous  # not written: the bar is still the file on disk
+                raise
 
     def write_metrics(self, metrics: Mapping[str, Any]) -> Path:
         """Write ``metrics.json`` in the run folder (atomically: temporary file, then rename)."""
@@ -771,7 +809,6 @@ def run(cfg: Any, run_dir: str | os.PathLike | None) -> dict[str, Any]:
     Under ``torchrun`` the process group is started here (:func:`zoo.distributed.init_distributed`)
     and destroyed at the end; only rank 0 builds a real logger and writes files.
     """
-    from . import sample_callbacks
     from .distributed import cleanup, init_distributed
     from .loggers import build_logger
 
@@ -780,8 +817,14 @@ def run(cfg: Any, run_dir: str | os.PathLike | None) -> dict[str, Any]:
     try:
         resolved = _container(cfg)
         seed_everything(int(cfg.seed))  # the same model initialisation on every rank
-        trainer_config = TrainerConfig.from_dict(_container(cfg.trainer))
-        model, data = build_from_config(cfg)
+        with user_input():  # a bad value, missing data: one message from the apps (zoo.cli), no traceback
+            trainer_config = TrainerConfig.from_dict(_container(cfg.trainer))
+            model, data = build_from_config(cfg)
+            if len(data.train) < trainer_config.batch_size:
+                raise ValueError(
+                    f"the training split of {data.name} has {len(data.train)} sequences, fewer than one batch of "
+                    f"trainer.batch_size={trainer_config.batch_size}"
+                )
         if env.rank > 0:  # different dropout masks per rank (rank 0 = a one-process run)
             seed_everything(int(cfg.seed) + 7919 * env.rank)
         n_params = count_parameters(model)
@@ -796,24 +839,19 @@ def run(cfg: Any, run_dir: str | os.PathLike | None) -> dict[str, Any]:
             data.seq_len,
             env.world_size,
         )
-        # samples logged during training (zoo.sample_callbacks): their counts sit in the logger config
-        logger_cfg, callbacks = sample_callbacks.from_logger_config(resolved.get("logger"), seed=int(cfg.seed))
-        logger = (
-            build_logger(logger_cfg, run_dir if run_dir is not None else ".", config=resolved)
-            if env.is_main
-            else NullLogger()
-        )
-        try:
-            trainer = Trainer(
-                model,
-                data,
-                trainer_config,
-                run_dir,
-                logger,
-                extra_state={"config": resolved},
-                env=env,
-                callbacks=callbacks,
+        with user_input():
+            callbacks = logger_callbacks(resolved.get("logger"))  # pictures logged during training
+            logger = (
+                build_logger(resolved.get("logger"), run_dir if run_dir is not None else ".", config=resolved)
+                if env.is_main
+                else NullLogger()
             )
+        try:
+            with user_input():
+                trainer = Trainer(
+                    model, data, trainer_config, run_dir, logger, extra_state={"config": resolved}, env=env,
+                    callbacks=callbacks,
+                )  # fmt: skip
             metrics = trainer.fit()
         finally:
             logger.finish()
@@ -821,6 +859,14 @@ def run(cfg: Any, run_dir: str | os.PathLike | None) -> dict[str, Any]:
         if started_group:
             cleanup()
     return metrics
+
+
+def logger_callbacks(logger_cfg: Mapping[str, Any] | None) -> list[Callback]:
+    """Callbacks that log pictures, as the logger config asks (``loggers.CALLBACK_OPTIONS``)."""
+    from . import prediction_pictures, sample_callbacks
+
+    made = (prediction_pictures.from_logger_config(logger_cfg), sample_callbacks.from_logger_config(logger_cfg))
+    return [cb for cb in made if cb is not None]
 
 
 def summary_line(metrics: Mapping[str, Any]) -> str:

@@ -85,6 +85,12 @@ class AutoBackend(AttentionBackend):
             )  # fmt: skip
         return self._backend(name).attend(q, k, v, component, layer, scale)
 
+    def attention_probs(self, q, k, component, layer=0, rows=None, scale=None):
+        """The probabilities of the backend :meth:`choose` picks for these inputs (see the base class)."""
+        return self._backend(self.choose(component, q.shape[2], q.device, layer)).attention_probs(
+            q, k, component, layer, rows, scale
+        )
+
 
 def _density(component: AttentionPattern, n: int, layer: int) -> str:
     if n > 4096:  # row counts cost O(n^2) index work; not worth it for a log line

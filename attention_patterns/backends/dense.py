@@ -71,6 +71,20 @@ class DenseBackend(AttentionBackend):
         return out
 
 
+def dense_attention_probs(q: Tensor, k: Tensor, allowed: Tensor, scale: float | None = None) -> Tensor:
+    """Masked softmax weights of the query rows ``q`` ``(B, H, R, D)`` over the keys ``k`` ``(B, H, T, D)``.
+
+    ``allowed`` is bool ``(H or 1, R, T)`` (:meth:`AttentionPattern.row_mask`); returns ``(B, H, R, T)``
+    in float32 at least, 0 on forbidden keys, all zeros for a row with no allowed key (never NaN).
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    scores = (q.to(dtype) @ k.to(dtype).transpose(-1, -2)) * scale  # (B, H, R, T)
+    empty = ~allowed.any(-1, keepdim=True)  # (H', R, 1)
+    scores = scores.masked_fill(~allowed, float("-inf")).masked_fill(empty, 0.0)
+    return torch.softmax(scores, dim=-1).masked_fill(~allowed, 0.0)  # (B, H, R, T)
+
+
 def dense_attention_reference(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float | None = None) -> Tensor:
     """Plain-PyTorch masked softmax attention (no SDPA), for tests: rows with no key give zeros.
 

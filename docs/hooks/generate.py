@@ -5,6 +5,8 @@
 * ``<!-- gen:models -->`` is replaced by the table of registered model variants (parameter counts
   from building each variant on the ``meta`` device);
 * ``<!-- gen:patterns -->`` by the table of registered attention patterns with their config fields;
+* ``<!-- gen:gallery -->`` by a grid of the pattern pictures (one captioned figure per registered
+  pattern) with a legend of their colours (``attention_patterns.plotting``);
 * ``<!-- gen:backends -->`` by the table of attention backends and their availability here;
 * ``<!-- gen:result NAME -->`` / ``<!-- gen:result NAME.TABLE -->`` by a table rendered from a script's
   output ``docs/results/NAME.json`` (``scripts/doc_results.py``: measured numbers are never typed).
@@ -87,9 +89,43 @@ def backends_table() -> str:
     return "\n".join(rows)
 
 
+def pattern_gallery() -> str:
+    """A legend and a grid of figures (markdown in HTML: ``md_in_html``), one per registered pattern."""
+    import attention_patterns as ap
+    from attention_patterns.plotting import HEAD_COLORS, QUERY_COLOR
+
+    if str(ROOT / "scripts") not in sys.path:
+        sys.path.insert(0, str(ROOT / "scripts"))
+    from plot_patterns import small_config
+
+    def swatch(color: str, label: str) -> str:
+        return f'<span><span class="swatch" style="background:{color}"></span>{label}</span>'
+
+    legend = [
+        swatch(HEAD_COLORS[0], "attended by the first distinct head"),
+        swatch(HEAD_COLORS[1], "by the second"),
+        swatch(HEAD_COLORS[2], "by the third (one colour per distinct head; overlaps blend)"),
+        swatch(QUERY_COLOR, "the output position (bottom row; its row is the thin line on top)"),
+        swatch("#ffffff", "not attended"),
+    ]
+    figures = []
+    for name in ap.list_attentions():
+        cfg = small_config(name, 16)
+        fields = ", ".join(f"{k}={v}" for k, v in cfg.items() if k != "name") or "no fields"
+        figures.append(
+            f'<figure markdown="span">\n[![{name}: {fields}](assets/patterns/{name}.png)](assets/patterns/{name}.png)\n'
+            f"<figcaption><code>{name}</code>: {fields}</figcaption>\n</figure>"
+        )
+    return (
+        '<div class="pattern-legend">' + "".join(legend) + "</div>\n\n"
+        '<div class="pattern-gallery" markdown>\n' + "\n".join(figures) + "\n</div>"
+    )
+
+
 _GENERATORS = {
     "<!-- gen:models -->": models_table,
     "<!-- gen:patterns -->": patterns_table,
+    "<!-- gen:gallery -->": pattern_gallery,
     "<!-- gen:backends -->": backends_table,
 }
 

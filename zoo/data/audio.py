@@ -387,7 +387,7 @@ def audio(
             f"extensions must be a non-empty list of file extensions such as ['wav', 'flac'], got {extensions!r}"
         )
     data_root = resolve_root(root, NAME)
-    cache = resolve_root(cache_dir, NAME) if cache_dir else data_root / CACHE_FOLDER
+    cache = resolve_root(cache_dir, NAME, "data.cache_dir") if cache_dir else data_root / CACHE_FOLDER
     files = find_files(data_root, list(extensions), cache) if data_root.is_dir() else []
     if not files:
         raise DataNotFoundError(

@@ -19,6 +19,13 @@ from torch.utils.data import Dataset
 
 @dataclass
 class DataBundle:
+    """One data set's splits, each a ``Dataset`` of byte sequences of length ``seq_len``.
+
+    ``data_shape`` is the shape of one example in byte order (``[28, 28]`` for Fashion-MNIST,
+    ``[32, 32, 3]`` for CIFAR-10, ``[seq_len]`` for a stream of text or audio); ``name`` is the
+    registered name; ``info`` holds facts about the data set (sizes, sources) for logs and docs.
+    """
+
     train: Dataset
     val: Dataset
     test: Dataset

@@ -43,11 +43,47 @@ class DataNotFoundError(FileNotFoundError):
 # --------------------------------------------------------------------------- options
 
 
-def resolve_root(root: str | os.PathLike | None, name: str) -> Path:
-    """The data set folder: ``root`` if given, else ``$ZOO_DATA_ROOT/<name>``, else ``./data/<name>``."""
+def resolve_root(root: str | os.PathLike | None, name: str, option: str = "data.root") -> Path:
+    """The data set folder: ``root`` if given, else ``$ZOO_DATA_ROOT/<name>``, else ``./data/<name>``.
+
+    A path that names a file raises :class:`DataNotFoundError` saying so (``option`` names the setting).
+    """
     if root is None or str(root) == "":
         root = Path(os.environ.get(ROOT_ENV, "data")) / name
-    return Path(os.path.expandvars(str(root))).expanduser().absolute()
+    path = Path(os.path.expandvars(str(root))).expanduser().absolute()
+    check_folder(path, name, option)
+    return path
+
+
+def check_folder(path: Path, name: str, option: str = "data.root") -> None:
+    """Raise :class:`DataNotFoundError` if ``path`` is a file: the data options name folders."""
+    if path.is_file():
+        raise DataNotFoundError(
+            f"{option}={path} is a file, not a folder: point {option} at the folder that holds the {name} "
+            f"files (here perhaps {option}={path.parent})"
+        )
+
+
+def not_text(path: Path, sample: int = 1 << 16) -> str | None:
+    """Why the file at ``path`` does not look like text (a PNG given as enwik8, say), or ``None``.
+
+    Looks at the first ``sample`` bytes: control bytes other than tab / newline / carriage return, and
+    whether they decode as UTF-8 (a multi-byte character cut at the end of the sample is fine).
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(sample)
+    if not head:
+        return None
+    control = sum(1 for b in head if b < 32 and b not in (9, 10, 13))
+    reasons = []
+    if control > len(head) // 100:  # real text (enwik8's XML) has none
+        reasons.append(f"{control / len(head):.0%} of its first {len(head):,} bytes are control or NUL bytes")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 3:
+            reasons.append(f"it is not UTF-8 from byte {err.start:,} on")
+    return "; ".join(reasons) or None
 
 
 def reject_unknown(dataset: str, unknown: dict[str, Any], valid: Sequence[str]) -> None:

@@ -31,11 +31,13 @@ window: 96x the evaluation cost of ``m = 0``).
 
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from ..errors import warn_once
 from .base import DataBundle, register_dataset
 from .common import (
     DataNotFoundError,
@@ -44,11 +46,14 @@ from .common import (
     check_int,
     check_split,
     file_lock,
+    not_text,
     reject_unknown,
     resolve_root,
     split_sizes,
     writable_dir,
 )
+
+log = logging.getLogger(__name__)
 
 NAME = "enwik8"
 FILE = "enwik8"
@@ -125,7 +130,10 @@ def enwik8(
     check_int("seed", seed, low=0)
     eval_min_context = check_int("eval_min_context", eval_min_context, low=0, high=seq_len - 1)
     data_root = resolve_root(root, NAME)
-    path = locate(data_root, resolve_root(cache_dir, NAME) if cache_dir else None)
+    path = locate(data_root, resolve_root(cache_dir, NAME, "data.cache_dir") if cache_dir else None)
+    why = not_text(path)
+    if why is not None:  # legal (any bytes train), but a binary file is rarely what was meant
+        warn_once(log, "%s does not look like text (%s): enwik8 is the text of a Wikipedia XML dump", path, why)
     n = path.stat().st_size
     n_train, n_val, n_test = split_sizes(n, fractions)
     for split_name, size in (("validation", n_val), ("test", n_test)):

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from .base import DataBundle, register_dataset
-from .common import DataNotFoundError
+from .common import DataNotFoundError, check_folder
 from .tensor_dataset import ByteSequenceDataset
 
 SYSTEM_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -139,6 +139,7 @@ def locate(
     and the three ways out.
     """
     root = Path(root).expanduser().absolute()
+    check_folder(root, "Fashion-MNIST")  # e.g. data.root=.../train-images-idx3-ubyte.gz
     for directory in root_candidates(root):
         found = find_files(directory)
         if found is not None:

@@ -204,7 +204,7 @@ def imagenet64(
         raise _missing(data_root, "training", TRAIN_PATTERNS)
     if not val_files:
         raise _missing(data_root, "validation", VAL_PATTERNS)
-    folder = resolve_root(cache_dir, NAME) if cache_dir else train_files[0].parent
+    folder = resolve_root(cache_dir, NAME, "data.cache_dir") if cache_dir else train_files[0].parent
     train_npy = cached_split(train_files, folder / "imagenet64_train.npy", data_root)
     val_npy = cached_split(val_files, folder / "imagenet64_val.npy", data_root)
 
