@@ -289,7 +289,9 @@ def generate(
         prompt: ``None`` (unconditional) or a batch of byte prefixes of one length ``P``, see
             :func:`as_prompt`; unequal lengths raise ``ValueError``.
         max_new: bytes to generate (default: up to the model's ``seq_len``).
-        temperature, top_k, top_p: sampling (:func:`zoo.sampling.draw`).
+        temperature: divides the logits before sampling (:func:`zoo.sampling.draw`).
+        top_k: sample among the ``top_k`` most likely bytes only (None: all).
+        top_p: sample among the smallest set of bytes whose probability reaches ``top_p`` (None: all).
         generator: a seeded ``torch.Generator`` makes the bytes reproducible (the reference sampler's).
     """
     rows, max_new = check_generate_args(model, num, prompt, max_new, temperature, top_k, top_p)
