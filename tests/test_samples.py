@@ -68,9 +68,10 @@ def test_sample_script_runs_every_mode_and_writes_its_files(checkpoint, tmp_path
     "args,message",
     [
         ([], "error: checkpoint=PATH is required"),
-        (
+        pytest.param(
             ["checkpoint=CKPT", "mode=video"],
             "error: mode must be one of ['unconditional', 'complete', 'text', 'audio'], got 'video'",
+            marks=pytest.mark.slow,  # the same path as test_run_sampling_rejects_bad_options, in a process
         ),
     ],
     ids=["missing_checkpoint", "bad_mode"],
@@ -104,11 +105,18 @@ def test_completion_keeps_the_prompt_and_is_seeded(checkpoint, tmp_path):
 
 
 def test_run_sampling_rejects_bad_options(checkpoint):
-    """What the script prints after 'error: ' (it catches these exceptions)."""
+    """What the script prints after 'error: ' (zoo.cli.guard prints user errors)."""
+    from zoo.errors import is_user_error
+
+    with pytest.raises(
+        SampleError, match=r"mode must be one of \['unconditional', 'complete', 'text', 'audio'\]"
+    ):
+        run_sampling({"checkpoint": str(checkpoint), "mode": "video"})
     with pytest.raises(SampleError, match=r"^num must be an integer >= 1, got 0$"):
         run_sampling({"checkpoint": str(checkpoint), "num": 0})
-    with pytest.raises(FileNotFoundError, match=r"^checkpoint /no/such/run does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"^checkpoint /no/such/run does not exist") as err:
         run_sampling({"checkpoint": "/no/such/run"})
+    assert is_user_error(err.value)
     with pytest.raises(
         SampleError, match=r"prompt_len must be in \[0, 195\] for sequences of 196 bytes, got 500"
     ):
