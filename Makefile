@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 FASHION_MNIST_SYSTEM := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data run test test-all lint docs patterns visualize-docs benchmarks gpu-check gpu-wheels clean
+.PHONY: setup data run test test-all lint docs patterns visualize-docs sampling-docs pictures benchmarks gpu-check gpu-wheels clean
 
 setup: $(VENV)/.installed
 
@@ -79,6 +79,15 @@ GPU_PYTHON_VERSION ?= 3.12
 gpu-wheels: setup
 	$(PY) -m pip download --dest $(WHEELS) --only-binary=:all: --python-version $(GPU_PYTHON_VERSION) \
 		--platform manylinux_2_28_x86_64 pytest
+
+# The completions and samples of docs/sampling.md: make sampling-docs CHECKPOINT=<run of the default recipe>
+sampling-docs: setup
+	@test -n "$(CHECKPOINT)" || { echo "usage: make sampling-docs CHECKPOINT=<run folder or checkpoint of the default recipe>"; exit 2; }
+	$(PY) scripts/sampling_pictures.py $(CHECKPOINT)
+
+# Every picture of the docs made from a trained model (rerun after the default recipe changes):
+#   make pictures CHECKPOINT=outputs/DATE/TIME
+pictures: visualize-docs sampling-docs
 
 clean:
 	rm -rf $(VENV) site outputs multirun .pytest_cache .ruff_cache

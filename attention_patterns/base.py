@@ -12,7 +12,11 @@ definition it derives every representation that models and kernels consume, all 
 * :meth:`AttentionPattern.layout` - the block layout ``(heads_or_1, ceil(n/b), ceil(n/b))``: block
   ``(k, m)`` is active iff any element in it is active. Computed block by block from the parts'
   interval tests, never from the element mask, so ``n = 2**20`` with ``b = 128`` takes seconds;
-* :meth:`AttentionPattern.density` and :meth:`AttentionPattern.block_density`.
+* :meth:`AttentionPattern.density` and :meth:`AttentionPattern.block_density`;
+* :meth:`AttentionPattern.row_keys` - the allowed keys of one query row, per head, from the parts'
+  index arithmetic (``O(keys)``, any ``n``: what a key/value-cached decoder attends to), and
+  :meth:`AttentionPattern.max_lookback` - how far back a layer ever looks (``None``: unbounded), which
+  bounds the keys and values a decoder has to keep.
 
 Every pattern is causal: position ``i`` attends to ``j`` only if ``j <= i``. A query row may have no
 allowed key at all (e.g. the summary head of ``fixed`` before the first summary column); backends
@@ -45,6 +49,24 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
     """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def union_rows(head_parts: Sequence[Sequence[Part]], i: int) -> list[Tensor]:
+    """Keys of query ``i`` per head: the sorted union of :meth:`Part.row` over each head's parts.
+
+    ``head_parts`` is :meth:`AttentionPattern.head_parts` of a layer; a decoder computes it once and
+    calls this for every new position.
+    """
+    out = []
+    for h, parts in enumerate(head_parts):
+        rows = [part.row(h, i) for part in parts]
+        if not rows:
+            out.append(torch.zeros(0, dtype=torch.long))
+        elif len(rows) == 1:
+            out.append(rows[0])
+        else:
+            out.append(torch.unique(torch.cat(rows)))  # sorted, overlaps (e.g. j = i) counted once
+    return out
 
 
 class AttentionPattern:
@@ -105,7 +127,40 @@ class AttentionPattern:
         """Size of the head axis of :meth:`mask` and :meth:`layout`: ``num_heads`` or 1."""
         return self.num_heads if self.heads_differ(layer) else 1
 
+    def head_parts(self, layer: int = 0) -> list[list[Part]]:
+        """The parts each head of ``layer`` attends to: :meth:`mask_heads` lists (one when heads agree)."""
+        parts = self.parts()
+        table = self.members(layer)
+        return [[p for p, used in zip(parts, table[h].tolist()) if used] for h in range(self.mask_heads(layer))]
+
+    def max_lookback(self, layer: int = 0) -> int | None:
+        """The largest ``i - j`` any head of ``layer`` attends to, or ``None`` when it grows with ``i``.
+
+        A decoder keeps only the last ``max_lookback + 1`` keys and values of such a layer (e.g. the
+        window of ``local``, or the ``local`` layers of an ``interleaved`` strided model).
+        """
+        longest = 0
+        for parts in self.head_parts(layer):
+            for part in parts:
+                back = part.max_lookback()
+                if back is None:
+                    return None
+                longest = max(longest, back)
+        return longest
+
     # ------------------------------------------------------------------ representations
+    def row_keys(self, i: int, layer: int = 0) -> list[Tensor]:
+        """The keys query ``i`` attends to in ``layer``: one sorted long tensor per head (:meth:`mask_heads`).
+
+        The union of the rows of the parts each head uses (:meth:`Part.row`): index arithmetic in
+        ``O(keys)`` work and memory, so it serves any ``n`` (``2**20`` included) without a mask; equal to
+        ``mask(n, layer)[h, i].nonzero()`` for every ``n > i``. An empty tensor means the row has no key
+        (its attention output is zero).
+        """
+        if isinstance(i, bool) or not isinstance(i, int) or i < 0:
+            raise ValueError(f"query position i must be an integer >= 0, got {i!r}")
+        return union_rows(self.head_parts(layer), i)
+
     def mask_mod(self, layer: int = 0, device: torch.device | str | None = None) -> MaskMod:
         """A FlexAttention ``mask_mod(b, h, q_idx, kv_idx) -> bool`` equal to :meth:`mask`.
 

@@ -54,15 +54,23 @@ def random_blocks(seed: int, h: Tensor, p: Tensor, q: Tensor, count: int, lo: in
 
 
 class FnBlockPart(BlockPart):
-    """A :class:`BlockPart` whose block predicate is a function of ``(h, P, Q)``."""
+    """A :class:`BlockPart` whose block predicate is a function of ``(h, P, Q)``.
 
-    def __init__(self, block_size: int, fn, per_head: bool = False) -> None:
+    ``lookback``: the largest ``i - j`` the predicate allows, when the pattern knows one (``None``:
+    unbounded, e.g. global or random blocks).
+    """
+
+    def __init__(self, block_size: int, fn, per_head: bool = False, lookback: int | None = None) -> None:
         self.block_size = block_size
         self.fn = fn
         self.per_head = per_head
+        self.lookback = lookback
 
     def block_active(self, h, p, q):
         return self.fn(h, p, q)
+
+    def max_lookback(self):
+        return self.lookback
 
 
 class BlockGridPattern(AttentionPattern):
@@ -79,8 +87,15 @@ class BlockGridPattern(AttentionPattern):
     def per_head(self) -> bool:
         return False
 
+    def max_block_lookback(self) -> int | None:
+        """The largest ``P - Q`` of an active block pair, or ``None`` when it grows with ``P``."""
+        return None
+
     def parts(self):
-        return [FnBlockPart(self.config.block_size, self.block_active, self.per_head)]
+        blocks = self.max_block_lookback()
+        bs = self.config.block_size
+        lookback = None if blocks is None else (blocks + 1) * bs - 1  # i - j within blocks P - Q <= blocks
+        return [FnBlockPart(bs, self.block_active, self.per_head, lookback)]
 
     def members(self, layer: int) -> Tensor:
         return torch.ones((self.num_heads, 1), dtype=torch.bool)

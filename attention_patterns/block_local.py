@@ -35,3 +35,6 @@ class BlockLocal(BlockGridPattern):
 
     def block_active(self, h, p, q):
         return (p - q) < self.config.window_blocks
+
+    def max_block_lookback(self):
+        return self.config.window_blocks - 1

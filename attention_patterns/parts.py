@@ -8,7 +8,11 @@ key positions that output ``i`` may attend to. A :class:`Part` is one such set, 
   FlexAttention ``mask_mod``;
 * :meth:`Part.tile_any` answers "does any pair ``(i, j)`` with ``a <= i <= b``, ``c <= j <= e`` and
   ``j <= i`` lie in the set?" for whole blocks at once, which gives block layouts in ``O((n/b)^2)``
-  work without ever forming the element mask.
+  work without ever forming the element mask;
+* :meth:`Part.row` lists the keys ``j <= i`` of one query row ``i`` (sorted), by the same index
+  arithmetic: ``O(|A_i|)`` work and memory, whatever ``n`` (what key/value-cached decoding reads);
+* :meth:`Part.max_lookback` bounds ``i - j`` over the set (``None`` if unbounded): a decoder only
+  needs to keep that many past keys and values for a layer that uses only bounded parts.
 
 Causality (``j <= i``) is applied by the component on top of every part; ``tile_any`` already takes
 it into account so that a layout never marks a block that holds only future positions.
@@ -63,6 +67,14 @@ class Part:
     def tile_any(self, h: Tensor, a: Tensor, b: Tensor, c: Tensor, e: Tensor) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def row(self, h: int, i: int) -> Tensor:  # pragma: no cover - interface
+        """The keys ``j`` with ``j <= i`` and ``j in A_i`` for head ``h``: sorted, distinct, long ``(L,)``."""
+        raise NotImplementedError
+
+    def max_lookback(self) -> int | None:
+        """The largest ``i - j`` of any pair in the set, or ``None`` when it grows with ``i``."""
+        return None
+
 
 @dataclass(frozen=True)
 class AllPast(Part):
@@ -73,6 +85,9 @@ class AllPast(Part):
 
     def tile_any(self, h, a, b, c, e):
         return _causal_pairs_exist(b, c)
+
+    def row(self, h, i):
+        return torch.arange(i + 1)
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,12 @@ class Window(Part):
         dmin, _ = _difference_range(a, b, c, e)
         return _causal_pairs_exist(b, c) & (dmin < self.width)
 
+    def row(self, h, i):
+        return torch.arange(max(0, i - self.width + 1), i + 1)
+
+    def max_lookback(self):
+        return self.width - 1
+
 
 @dataclass(frozen=True)
 class EveryLth(Part):
@@ -102,6 +123,9 @@ class EveryLth(Part):
         dmin, dmax = _difference_range(a, b, c, e)
         first_multiple = torch.div(dmin + self.stride - 1, self.stride, rounding_mode="floor") * self.stride
         return _causal_pairs_exist(b, c) & (first_multiple <= dmax)
+
+    def row(self, h, i):
+        return torch.arange(i % self.stride, i + 1, self.stride)
 
 
 @dataclass(frozen=True)
@@ -121,6 +145,12 @@ class SameBlock(Part):
         # in any earlier shared block the whole block lies inside both intervals' causal overlap.
         last_ok = torch.maximum(c, fmax * ell) <= torch.minimum(b, fmax * ell + ell - 1)
         return (fmin <= fmax) & ((fmin < fmax) | last_ok)
+
+    def row(self, h, i):
+        return torch.arange(i - i % self.length, i + 1)
+
+    def max_lookback(self):
+        return self.length - 1
 
 
 @dataclass(frozen=True)
@@ -149,6 +179,13 @@ class SummaryColumns(Part):
     def tile_any(self, h, a, b, c, e):
         hi = torch.minimum(e, b)  # a key must not be after the latest query of the block
         return (hi >= c) & (self._columns_up_to(hi) > self._columns_up_to(c - 1))
+
+    def row(self, h, i):
+        # residues r in [start, start + count) that exist in a block of `length`, in every block up to i's
+        residues = torch.arange(max(self.start, 0), min(self.start + self.count, self.length))  # (c,)
+        first = torch.arange(0, i // self.length + 1) * self.length  # (blocks,)
+        j = (first[:, None] + residues[None, :]).flatten()  # sorted: residues lie inside one block
+        return j[j <= i]
 
 
 def block_hash(seed: int, h: Tensor, row: Tensor, k: int) -> Tensor:
@@ -182,6 +219,14 @@ class BlockPart(Part):
     def mask(self, h, i, j):
         bs = self.block_size
         return self.block_active(h, torch.div(i, bs, rounding_mode="floor"), torch.div(j, bs, rounding_mode="floor"))
+
+    def row(self, h, i):
+        bs = self.block_size
+        p = i // bs
+        q = torch.arange(p + 1)  # candidate key blocks of query block p
+        active = self.block_active(torch.tensor(h), torch.tensor(p), q)  # (p + 1,)
+        j = (q[active][:, None] * bs + torch.arange(bs)[None, :]).flatten()  # positions of the active blocks
+        return j[j <= i]
 
     def tile_any(self, h, a, b, c, e):
         bs = self.block_size

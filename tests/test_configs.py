@@ -46,7 +46,7 @@ def forward_ok(cfg) -> None:
 
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")))
 def test_every_yaml_composes(compose_config, path):
-    """Each file composes: the top-level apps (train.yaml, evaluate.yaml, visualize.yaml), group options via train.yaml
+    """Each file composes: the top-level apps (train.yaml, evaluate.yaml, sample.yaml, visualize.yaml), group options via train.yaml
     (the pattern group model/attention/ inside the default model)."""
     rel = Path(path)
     if len(rel.parts) == 1:

@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import PIL.Image
 import pytest
 import torch
 from torch import nn
@@ -292,9 +293,17 @@ def test_wandb_logger_offline(tmp_path, compose_config, monkeypatch):
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "logger=wandb must write an offline run in the run folder"
     assert any(runs[0].rglob("*.wandb")) and math.isfinite(metrics["test_bpd"])
-    # sample images (logger.sample_images, default 4) are logged at the end of training
-    images = list(runs[0].rglob("media/images/samples*.png"))
-    assert len(images) == cfg.logger.sample_images == 4, images
+    # zoo.sample_callbacks: one grid of logger.sample_images (default 4) samples at the end of training,
+    # one grid of logger.completions (default 4) completed val images at each periodic evaluation
+    samples = list(runs[0].rglob("media/images/samples*.png"))
+    completions = list(runs[0].rglob("media/images/completions*.png"))
+    assert cfg.logger.sample_images == cfg.logger.completions == 4
+    periodic = len(range(cfg.trainer.eval_every, cfg.trainer.steps, cfg.trainer.eval_every))
+    assert len(samples) == 1 and len(completions) == periodic == 1, (samples, completions)
+    width = PIL.Image.open(samples[0]).size[0]  # 4 images of 14 px x scale 2 side by side, 2 px padding
+    assert width == 4 * (14 * 2 + 2) + 2
+    rows = PIL.Image.open(completions[0]).size[1]  # rows input, completion, original
+    assert rows == 3 * (14 * 2 + 2) + 2
     # predicted distributions and bits maps (logger.prediction_images, zoo.prediction_pictures): at the
     # periodic evaluation (step 2 of 4) and at the end
     assert cfg.logger.prediction_images == 1 and cfg.trainer.eval_every == 2

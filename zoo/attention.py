@@ -59,17 +59,26 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(d, d)  # W_p (residual output)
         self.proj.is_residual_output = True  # read by SparseTransformer.reset_parameters
 
-    def forward(self, x: Tensor) -> Tensor:  # x: (B, T, d)
+    def qkv_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # x: (B, T, d)
+        """Queries, keys and values split into heads: ``(B, nh, T, hs_qk)`` twice and ``(B, nh, T, hs)``."""
         B, T, C = x.shape
         nh = self.n_head
         q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, C], dim=-1)
         q = q.view(B, T, nh, self.qk_dim // nh).transpose(1, 2)  # (B, nh, T, hs_qk)
         k = k.view(B, T, nh, self.qk_dim // nh).transpose(1, 2)  # (B, nh, T, hs_qk)
         v = v.view(B, T, nh, C // nh).transpose(1, 2)  # (B, nh, T, hs)
+        return q, k, v
+
+    def merge_heads(self, y: Tensor) -> Tensor:  # y: (B, nh, T, hs)
+        """Heads concatenated (eq. 8) and projected by ``W_p``: ``(B, T, d)``."""
+        B, nh, T, hs = y.shape
+        return self.proj(y.transpose(1, 2).contiguous().view(B, T, nh * hs))  # (B, T, d)
+
+    def forward(self, x: Tensor) -> Tensor:  # x: (B, T, d)
+        q, k, v = self.qkv_heads(x)
         # scale 1/sqrt(hs_qk), the inner dimension of queries and keys (eq. 3)
         y = self.backend.attend(q, k, v, self.component, layer=self.layer)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, d): heads concatenated (eq. 8)
-        return self.proj(y)  # (B, T, d)
+        return self.merge_heads(y)  # (B, T, d)
 
     def extra_repr(self) -> str:
         return (

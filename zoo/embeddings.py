@@ -86,6 +86,16 @@ class PositionEmbedding(nn.Module):
             out = out + table(c)  # (T, d)
         return out
 
+    def at(self, t: int) -> Tensor:
+        """The embedding of position ``t`` alone: ``(d,)``, equal to ``forward(T)[t]`` for any ``T > t``."""
+        if not 0 <= t < self.seq_len:
+            raise ValueError(f"position {t} is outside the model's seq_len={self.seq_len} ({self.kind} embedding)")
+        coords = self.coords[:, t].tolist()  # n_emb coordinates
+        out = self.tables[0].weight[coords[0]]  # (d,)
+        for j in range(1, len(coords)):  # (indexing, not slicing, the ModuleList: no new module per call)
+            out = out + self.tables[j].weight[coords[j]]  # (d,)
+        return out
+
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, sizes={self.sizes}"
 
@@ -202,3 +212,15 @@ class InputEmbedding(nn.Module):
         start = self.start.view(1, 1, -1).expand(B, 1, -1)  # (B, 1, d)
         x = torch.cat([start, tok], dim=1)  # (B, T, d)
         return x + self.position(T)  # (B, T, d)
+
+    def step(self, prev: Tensor | None, t: int, batch: int, position: Tensor | None = None) -> Tensor:
+        """``H_0`` of position ``t`` alone, ``(B, 1, d)``, for incremental decoding: the embedding of byte
+        ``t - 1`` (``prev``, long ``(B,)``, values already checked) plus position ``t`` (``position``: its
+        ``(d,)`` embedding when the caller keeps a table of them); the start embedding at ``t = 0``.
+        Equal to ``forward(idx)[:, t]`` for any ``idx`` holding ``prev`` at ``t - 1``."""
+        if t == 0:
+            x = self.start.view(1, 1, -1).expand(batch, 1, -1)  # (B, 1, d)
+        else:
+            assert prev is not None, "positions t > 0 need the byte t - 1"
+            x = self.token(prev.view(batch, 1).long())  # (B, 1, d)
+        return x + (self.position.at(t) if position is None else position)  # (B, 1, d)

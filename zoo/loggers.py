@@ -2,7 +2,9 @@
 
 ``build_logger(cfg, run_dir, config)`` picks one by ``cfg["name"]``. The ``none`` logger never
 imports wandb; the ``wandb`` logger imports it only when built and runs in ``mode="offline"``
-unless configured otherwise, so it never needs a network (``wandb sync`` uploads later).
+unless configured otherwise, so it never needs a network (``wandb sync`` uploads later). Pictures
+logged during training (completions, samples, predicted distributions) come from callbacks
+(:mod:`zoo.sample_callbacks`, :mod:`zoo.prediction_pictures`) through :meth:`WandbLogger.log_images`.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import torch
 
 
 class NullLogger:
@@ -24,9 +24,6 @@ class NullLogger:
         pass
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
-        pass
-
-    def log_samples(self, model: Any, data_shape: list[int], step: int) -> None:
         pass
 
     def log_images(self, images: Mapping[str, Any], step: int) -> None:
@@ -51,13 +48,9 @@ class WandbLogger:
         run_name: str | None = None,
         group: str | None = None,
         tags: list[str] | None = None,
-        sample_images: int = 4,
     ) -> None:
         if mode not in ("offline", "online", "disabled"):
             raise ValueError(f"wandb mode must be 'offline', 'online' or 'disabled', got {mode!r}")
-        if isinstance(sample_images, bool) or not isinstance(sample_images, int) or sample_images < 0:
-            raise ValueError(f"wandb sample_images must be an integer >= 0, got {sample_images!r}")
-        self.sample_images = sample_images
         import wandb  # only here: logger=none must not import it
 
         Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -80,19 +73,6 @@ class WandbLogger:
         for key, value in summary.items():
             self.run.summary[key] = value
 
-    def log_samples(self, model: Any, data_shape: list[int], step: int) -> None:
-        """Log ``sample_images`` samples of ``model`` as images (image-shaped data only; §7 samples)."""
-        if not self.sample_images or len(data_shape) < 2:
-            return
-        import wandb
-
-        from .sampling import sample, to_images
-
-        generator = torch.Generator().manual_seed(step)
-        images = to_images(sample(model, self.sample_images, generator=generator), data_shape)
-        if images:
-            self.run.log({"samples": [wandb.Image(img) for img in images]}, step=step)
-
     def log_images(self, images: Mapping[str, Any], step: int) -> None:
         """Log pictures, ``{key: image}``: an image is a PNG path, a PIL image or an ``(H, W[, C])`` uint8
         array (a list of them logs a gallery under one key)."""
@@ -112,7 +92,7 @@ class WandbLogger:
 
 _LOGGERS = {"none": NullLogger, "wandb": WandbLogger}
 #: wandb logger-config keys that configure training callbacks (read by zoo.train.run), not the logger
-CALLBACK_OPTIONS = ("prediction_images",)
+CALLBACK_OPTIONS = ("prediction_images", "completions", "sample_images")
 
 
 def build_logger(
@@ -127,7 +107,7 @@ def build_logger(
         if options:
             raise TypeError(f"logger 'none' takes no options, got {sorted(options)}")
         return NullLogger()
-    valid = ("project", "entity", "mode", "run_name", "group", "tags", "sample_images", *CALLBACK_OPTIONS)
+    valid = ("project", "entity", "mode", "run_name", "group", "tags", *CALLBACK_OPTIONS)
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise TypeError(f"unknown option(s) {unknown} for logger 'wandb'; valid options are {list(valid)}")

@@ -549,8 +549,6 @@ class Trainer:
         if self.run_dir is not None and self.env.is_main:
             self.write_metrics(metrics)
         self.logger.log_summary({k: v for k, v in metrics.items() if k != "history"})
-        if self.env.is_main:
-            self.logger.log_samples(self.eval_model, list(self.data.data_shape), self.step)
         self._fire("on_fit_end", metrics=metrics)
         return metrics
 
@@ -872,9 +870,10 @@ def run(cfg: Any, run_dir: str | os.PathLike | None) -> dict[str, Any]:
 
 def logger_callbacks(logger_cfg: Mapping[str, Any] | None) -> list[Callback]:
     """Callbacks that log pictures, as the logger config asks (``loggers.CALLBACK_OPTIONS``)."""
-    from .prediction_pictures import from_logger_config
+    from . import prediction_pictures, sample_callbacks
 
-    return [cb for cb in (from_logger_config(logger_cfg),) if cb is not None]
+    made = (prediction_pictures.from_logger_config(logger_cfg), sample_callbacks.from_logger_config(logger_cfg))
+    return [cb for cb in made if cb is not None]
 
 
 def summary_line(metrics: Mapping[str, Any]) -> str:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -50,6 +51,10 @@ def backend_options(name: str) -> set[str]:
     return {p.name for p in params if p.kind in named and p.name not in ("self", "ops")}
 
 
+#: decisions remembered as already logged (the oldest is forgotten, and logged again if it recurs)
+LOGGED_KEYS = 64
+
+
 class AutoBackend(AttentionBackend):
     """Delegates every call to the backend :meth:`choose` picks (instances are kept and reused)."""
 
@@ -67,7 +72,7 @@ class AutoBackend(AttentionBackend):
         self.options = dict(options)
         self._accepted = accepted
         self._backends: dict[str, AttentionBackend] = {}
-        self._logged: set[tuple] = set()
+        self._logged: OrderedDict[tuple, None] = OrderedDict()  # the last LOGGED_KEYS decisions logged
         if any(k in accepted["blocksparse"] for k in options):  # bad values fail now, not at the first forward
             self._backend("blocksparse")
 
@@ -112,7 +117,9 @@ class AutoBackend(AttentionBackend):
         name = self.choose(component, T, q.device, layer)
         key = (id(component), str(q.device), name)
         if key not in self._logged:
-            self._logged.add(key)
+            self._logged[key] = None
+            if len(self._logged) > LOGGED_KEYS:  # bounded: one key per length would grow with every length
+                self._logged.popitem(last=False)
             log.debug(
                 "auto attention backend: %s for pattern %r (n=%d, layer %d, device %s, density %s)",
                 name, component.name, T, layer, q.device, _density(component, T, layer),

@@ -28,12 +28,13 @@ head dims, e.g. the paper's half-size QK (§6), and the piece's tiles hold at mo
 never) and ``serial_glue``
 (``"auto"``, default: when the CPU is shared with other processes, the many short operations of a
 plan run on one thread and only large tile calls use all threads; True/False force it, see
-:func:`.tile_kernel.serial_glue` and :func:`.tile_kernel.cpu_contended`).
+:func:`.tile_kernel.serial_glue` and :func:`.tile_kernel.cpu_contended`) and ``cache_size`` (plans
+kept, least recently used evicted: default :data:`.lru.DEFAULT_SIZE`; memory stays bounded however
+many sequence lengths are served).
 """
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import torch
@@ -45,6 +46,7 @@ from ..base import AttentionPattern
 from . import register_backend
 from .base import AttentionBackend, check_qkv
 from .gather import GatherPiece
+from .lru import DEFAULT_SIZE, BoundedCache
 from .pieces import CausalPiece, Piece
 from .plan import AttentionPlan, HeadGroup
 from .structured import head_groups, structured_pieces
@@ -153,6 +155,7 @@ class BlockSparseBackend(AttentionBackend):
         kernel: str = "auto",
         serial_glue: bool | str = "auto",
         save_probs: bool | str = "auto",
+        cache_size: int = DEFAULT_SIZE,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -174,7 +177,7 @@ class BlockSparseBackend(AttentionBackend):
             kernel,
             serial_glue,
         )
-        self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._plans = BoundedCache(cache_size)  # the last plans: bounded however many lengths are served
 
     @classmethod
     def availability(cls, device: torch.device | str = "cpu") -> tuple[bool, str]:
@@ -198,13 +201,12 @@ class BlockSparseBackend(AttentionBackend):
     ) -> AttentionPlan:
         """The cached plan for these arguments (built on first use); ``unequal_dims``: q/k and v head
         dims differ (half QK), which is when ``save_probs="auto"`` keeps small softmaxes."""
-        per_comp = self._plans.setdefault(component, {})
         key = (n, layer % component.num_layers_period, num_heads, str(device), dtype, unequal_dims)
-        if key not in per_comp:
-            per_comp[key] = self._build_plan(
-                component, n, layer, num_heads, torch.device(device), dtype, unequal_dims
-            )
-        return per_comp[key]
+        return self._plans.get(
+            component,
+            key,
+            lambda: self._build_plan(component, n, layer, num_heads, torch.device(device), dtype, unequal_dims),
+        )
 
     def _keeps_probs(self, piece: Piece, unequal_dims: bool) -> bool:
         """Whether a piece keeps its softmax (``save_probs``; see the module docstring)."""

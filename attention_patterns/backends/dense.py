@@ -1,7 +1,8 @@
 """The dense masked reference backend: PyTorch SDPA with the component's boolean element mask.
 
 Costs the full ``O(n^2)`` whatever the pattern; it is the reference every other backend is tested
-against. Masks are built once per ``(component, n, layer, device)`` and cached. The mask is passed
+against. Masks are cached per ``(component, layer, device)``: the mask of the longest ``n`` seen, whose
+top-left corner serves every shorter ``n`` (bounded memory however many lengths are served). The mask is passed
 to SDPA as a 4-D ``(1, H or 1, T, T)`` tensor (3-D masks send SDPA to its slow math path). Rows with
 no allowed key are given their own position so that SDPA stays finite, and their output is set to
 zero; the zero is a constant, so no gradient flows through those rows.
@@ -9,35 +10,46 @@ zero; the zero is a constant, so no gradient flows through those rows.
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..base import AttentionPattern
 from .base import AttentionBackend, check_qkv
+from .lru import DEFAULT_SIZE, BoundedCache
 
 
 class DenseMaskCache:
-    """Per-component cache of ``(mask4d, empty_rows)`` keyed by ``(n, layer, device)``."""
+    """Cache of ``(mask4d, empty_rows)`` keyed by ``(component, layer parity, device)``.
 
-    def __init__(self) -> None:
-        self._cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    Each entry holds the mask of the longest ``n`` asked for so far; a shorter ``n`` gets its
+    top-left ``n x n`` corner (a view: masks depend on ``i`` and ``j`` only, and row emptiness on
+    ``j <= i``), so the memory is bounded by the longest length, not by how many lengths were seen,
+    and at most ``size`` entries are kept (least recently used evicted).
+    """
+
+    def __init__(self, size: int = DEFAULT_SIZE) -> None:
+        self._cache = BoundedCache(size)
 
     def get(self, component: AttentionPattern, n: int, layer: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
-        per_comp = self._cache.setdefault(component, {})
-        key = (n, layer % component.num_layers_period, str(device))
-        if key not in per_comp:
+        key = (layer % component.num_layers_period, str(device))
+        hit = self._cache.lookup(component, key)
+        if hit is None or hit[0] < n:
             mask = component.mask(n, layer, device=device)  # (H', T, T)
             empty = ~mask.any(-1, keepdim=True)  # (H', T, 1)
             if bool(empty.any()):
                 eye = torch.eye(n, dtype=torch.bool, device=device)
                 mask = mask | (empty & eye)
-                per_comp[key] = (mask.unsqueeze(0), empty.unsqueeze(0))  # (1, H', T, T), (1, H', T, 1)
+                hit = (n, mask.unsqueeze(0), empty.unsqueeze(0))  # (1, H', T, T), (1, H', T, 1)
             else:
-                per_comp[key] = (mask.unsqueeze(0), None)
-        return per_comp[key]
+                hit = (n, mask.unsqueeze(0), None)
+            self._cache.store(component, key, hit)
+        elif hit[0] > n:
+            component.validate_length(n)
+        N, mask, empty = hit
+        if N == n:
+            return mask, empty
+        return mask[..., :n, :n], None if empty is None else empty[..., :n, :]
 
 
 class DenseBackend(AttentionBackend):

@@ -16,15 +16,15 @@ n, layer, device, block size)`` with ``create_block_mask`` and cached.
 
 Rows with no allowed key give a zero output (FlexAttention's convention, the same as the dense
 reference). Options: ``block_size`` (BlockMask block, default 128; choose the pattern's stride
-``l >= 4 block_size`` or block skipping finds nothing to skip) and ``compile`` (default True; False
-runs FlexAttention's unfused reference path, for tests).
+``l >= 4 block_size`` or block skipping finds nothing to skip), ``compile`` (default True; False
+runs FlexAttention's unfused reference path, for tests) and ``cache_size`` (block masks kept, least
+recently used evicted).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import weakref
 from typing import Any
 
 import torch
@@ -33,6 +33,7 @@ from torch import Tensor
 from ..base import AttentionPattern
 from . import register_backend
 from .base import AttentionBackend, check_qkv
+from .lru import DEFAULT_SIZE, BoundedCache
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def compiled_flex_attention():
 
 
 class FlexBackend(AttentionBackend):
-    """FlexAttention with a cached ``BlockMask`` per ``(component, n, layer, device)``."""
+    """FlexAttention with a ``BlockMask`` per ``(component, n, layer, device)`` (the last few cached)."""
 
     name = "flex"
 
@@ -76,7 +77,9 @@ class FlexBackend(AttentionBackend):
         """True only where FlexAttention can train here: with CUDA (never on CPU, see the module doc)."""
         return torch.cuda.is_available()
 
-    def __init__(self, block_size: int = 128, compile: bool = True, **options: Any) -> None:
+    def __init__(
+        self, block_size: int = 128, compile: bool = True, cache_size: int = DEFAULT_SIZE, **options: Any
+    ) -> None:
         super().__init__(**options)
         if (
             isinstance(block_size, bool)
@@ -90,7 +93,7 @@ class FlexBackend(AttentionBackend):
         if not isinstance(compile, bool):
             raise ValueError(f"compile must be True or False, got {compile!r}")
         self.block_size, self.compile = block_size, compile
-        self._masks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._masks = BoundedCache(cache_size)  # the last block masks: bounded however many lengths are served
 
     def __repr__(self) -> str:
         return f"FlexBackend(block_size={self.block_size}, compile={self.compile})"
@@ -119,9 +122,9 @@ class FlexBackend(AttentionBackend):
         self, component: AttentionPattern, n: int, layer: int, num_heads: int, device: torch.device
     ):
         """The cached ``BlockMask`` (heads broadcast when the pattern is the same for every head)."""
-        per_comp = self._masks.setdefault(component, {})
         key = (n, layer % component.num_layers_period, num_heads, str(device))
-        if key not in per_comp:
+        mask = self._masks.lookup(component, key)
+        if mask is None:
             component.validate_length(n)
             heads = component.mask_heads(layer)
             if heads not in (1, num_heads):
@@ -129,16 +132,20 @@ class FlexBackend(AttentionBackend):
                     f"component {component.name!r} gives {heads} head masks but q has {num_heads} heads; "
                     f"set the component's num_heads to {num_heads}"
                 )
-            per_comp[key] = _flex_module().create_block_mask(
-                component.mask_mod(layer, device=device),
-                B=None,
-                H=None if heads == 1 else heads,
-                Q_LEN=n,
-                KV_LEN=n,
-                device=str(device),
-                BLOCK_SIZE=self.block_size,
+            mask = self._masks.store(
+                component,
+                key,
+                _flex_module().create_block_mask(
+                    component.mask_mod(layer, device=device),
+                    B=None,
+                    H=None if heads == 1 else heads,
+                    Q_LEN=n,
+                    KV_LEN=n,
+                    device=str(device),
+                    BLOCK_SIZE=self.block_size,
+                ),
             )
-        return per_comp[key]
+        return mask
 
     def attend(self, q, k, v, component, layer=0, scale=None):
         check_qkv(q, k, v)
