@@ -71,8 +71,9 @@ def test_config_reads_the_excerpt_with_the_enwik8_split(tmp_path: Path) -> None:
             "model.embedding=attention",
         ],
     )
-    assert cfg.data.name == "enwik8" and cfg.data.file == wx.FILE
+    assert cfg.data.name == "wikipedia_excerpt" and cfg.data.file == wx.FILE
     model, bundle = build_from_config(cfg)
+    assert bundle.name == "wikipedia_excerpt" and bundle.info["bits_per"] == "byte"
     assert bundle.info["split_bytes"] == {"train": 18_000, "val": 1_000, "test": 1_000}
     assert bundle.info["source"] == str(root / wx.FILE)
     assert (bundle.seq_len, model.config.seq_len, model.config.data_shape) == (256, 256, [256])
@@ -82,16 +83,14 @@ def test_config_reads_the_excerpt_with_the_enwik8_split(tmp_path: Path) -> None:
 
 def test_missing_file_names_the_make_target(tmp_path: Path) -> None:
     with pytest.raises(DataNotFoundError, match="make data-text"):
-        build_data("enwik8", root=str(tmp_path), file=wx.FILE, seq_len=64)
+        build_data("wikipedia_excerpt", root=str(tmp_path), seq_len=64)
     with pytest.raises(ValueError, match="no folders"):
-        build_data("enwik8", root=str(tmp_path), file="a/b", seq_len=64)
+        build_data("wikipedia_excerpt", root=str(tmp_path), file="a/b", seq_len=64)
 
 
-def test_the_yaml_names_the_real_file_sizes() -> None:
-    from omegaconf import OmegaConf
-
+def test_yaml_config_matches_builder(data_yaml_options) -> None:
     from zoo.data.common import split_sizes
 
-    cfg = OmegaConf.load(Path(__file__).parents[1] / "configs" / "data" / "wikipedia_excerpt.yaml")
-    assert (cfg.name, cfg.file, list(cfg.split)) == ("enwik8", wx.FILE, [0.9, 0.05, 0.05])
+    options = data_yaml_options("wikipedia_excerpt")
+    assert (options["file"], options["seq_len"], options["split"]) == (wx.FILE, 2048, [0.9, 0.05, 0.05])
     assert split_sizes(wx.SIZE, (0.9, 0.05, 0.05)) == (5_480_772, 304_487, 304_487)  # as its comment says

@@ -23,7 +23,7 @@ Evaluation (``val``, ``test``): every byte of the split is scored exactly once
 (:class:`zoo.data.common.EvalWindows`). With ``eval_min_context: 0`` (default) the windows are
 non-overlapping, so a byte sees between 0 and ``seq_len - 1`` bytes of context; the last window is
 aligned with the end of the split and ``scored_from(k)`` tells the evaluator which of its positions
-are new. The paper notes that a longer minimum context at evaluation helps: its Table 4 reports bits
+are new. The paper notes that a longer minimum context at evaluation helps: its Table 3 reports bits
 per byte improving as the minimum context length during evaluation of its 12,288-byte model grows
 towards the full context. ``eval_min_context: m`` evaluates that way: windows advance by
 ``seq_len - m`` and only their last ``seq_len - m`` positions are scored, so every byte after the

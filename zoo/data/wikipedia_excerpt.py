@@ -6,8 +6,9 @@ index already holds real Wikipedia XML of the same kind: gensim's wheel ships th
 decompressed). :func:`fetch` (``make data-text``, or ``python -m zoo.data.wikipedia_excerpt``) runs
 ``pip download gensim==4.4.0 --no-deps`` (one pinned wheel, so every machine gets the same bytes),
 takes that member out of the wheel, checks its size and SHA-256, and writes
-``<root>/wikipedia_excerpt.xml`` atomically; ``data=wikipedia_excerpt`` then reads it with the enwik8
-loader (:mod:`zoo.data.enwik8`, ``file: wikipedia_excerpt.xml``) and its 90/5/5 byte split.
+``<root>/wikipedia_excerpt.xml`` atomically. The data set ``wikipedia_excerpt`` (``data=wikipedia_excerpt``)
+is the enwik8 loader (:func:`zoo.data.enwik8.enwik8`) on that file, with the same options, the same
+90/5/5 byte split (5,480,772 / 304,487 / 304,487 bytes), bits per byte, and a 2,048-byte context by default.
 
 Licence: the text is Wikipedia's (Wikipedia contributors, CC BY-SA 3.0 and GFDL at the time of the
 dump); gensim (LGPL-2.1) redistributes it unchanged as test data.
@@ -24,8 +25,13 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
-from .common import ROOT_ENV, writable_dir
+from .base import DataBundle, register_dataset
+from .common import ROOT_ENV, reject_unknown, resolve_root, writable_dir
+from .enwik8 import enwik8
+
+NAME = "wikipedia_excerpt"
 
 GENSIM = "gensim==4.4.0"
 # One wheel for every machine: the data file is the same in all of gensim's wheels; pinning one makes
@@ -116,6 +122,38 @@ def fetch(
         return extract_from_wheel(wheel, target)
     with tempfile.TemporaryDirectory(prefix="zoo-gensim-") as tmp:
         return extract_from_wheel(download_wheel(tmp), target)
+
+
+_OPTIONS = ("root", "file", "cache_dir", "seq_len", "split", "windows_per_epoch", "seed", "eval_min_context")
+
+
+@register_dataset(NAME)
+def wikipedia_excerpt(
+    root: str | None = None,
+    file: str = FILE,
+    cache_dir: str | None = None,
+    seq_len: int = 2048,
+    split: tuple[float, float, float] | list[float] = (0.9, 0.05, 0.05),
+    windows_per_epoch: int | None = None,
+    seed: int = 0,
+    eval_min_context: int = 0,
+    **unknown: Any,
+) -> DataBundle:
+    """The excerpt as ``(seq_len,)`` byte windows: :func:`zoo.data.enwik8.enwik8` on ``<root>/<file>``."""
+    reject_unknown(NAME, unknown, _OPTIONS)
+    bundle = enwik8(
+        root=str(resolve_root(root, NAME)),
+        file=file,
+        cache_dir=cache_dir,
+        seq_len=seq_len,
+        split=split,
+        windows_per_epoch=windows_per_epoch,
+        seed=seed,
+        eval_min_context=eval_min_context,
+    )
+    bundle.name = NAME
+    bundle.info["licence"] = "Wikipedia text, CC BY-SA 3.0 (docs/data.md)"
+    return bundle
 
 
 def main(argv: list[str] | None = None) -> int:
