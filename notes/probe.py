@@ -47,11 +47,21 @@ def run(name: str, overrides: list[str]) -> None:
             rc = subprocess.call(cmd, cwd=SRC, env=env, stdout=fh, stderr=subprocess.STDOUT)
         wall = time.time() - tic
         (run_dir / "probe.json").write_text(
-            json.dumps({"overrides": overrides, "rc": rc, "wall_s": wall, "load_before": before, "load_after": loadavg()})
+            json.dumps(
+                {
+                    "overrides": overrides,
+                    "rc": rc,
+                    "wall_s": wall,
+                    "load_before": before,
+                    "load_after": loadavg(),
+                }
+            )
         )
         if rc != 0 or not metrics.is_file():
             with open(TABLE, "a") as fh:
-                fh.write(f"| {name} | `{' '.join(overrides)}` | FAILED rc={rc} (see {run_dir}/stdout.txt) |\n")
+                fh.write(
+                    f"| {name} | `{' '.join(overrides)}` | FAILED rc={rc} (see {run_dir}/stdout.txt) |\n"
+                )
             return
     m = json.loads(metrics.read_text())
     p = json.loads((run_dir / "probe.json").read_text())
