@@ -78,12 +78,21 @@ def run(name: str, overrides: list[str]) -> None:
             fh.write(row)
 
 
-def main() -> None:
-    for line in Path(sys.argv[1]).read_text().splitlines():
+def pending(queue: Path) -> tuple[str, list[str]] | None:
+    """The first probe of the queue file without results (the file is re-read: it can grow while probes run)."""
+    for line in queue.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        name, *overrides = shlex.split(line)
+        if line:
+            name, *overrides = shlex.split(line)
+            if not (OUT / name / "metrics.json").is_file() and not (OUT / name / "probe.json").is_file():
+                return name, overrides
+    return None
+
+
+def main() -> None:
+    queue = Path(sys.argv[1])
+    while (todo := pending(queue)) is not None:
+        name, overrides = todo
         print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(overrides)}", flush=True)
         run(name, overrides)
 

@@ -15,6 +15,7 @@ further back); the small data sets use all of theirs. Writes ``docs/results/base
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -59,8 +60,9 @@ def measure(name: str, max_order: int, max_train_bytes: int, log=print) -> dict:
     try:
         train, val, test, bits_per, bundle = load_split_arrays(name, max_train_bytes)
     except (DataNotFoundError, FileNotFoundError) as err:
-        log(f"{name}: not measured ({str(err).splitlines()[0]})")
-        return {"name": name, "missing": str(err).splitlines()[0]}
+        message = str(err).splitlines()[0].replace(f"{Path.cwd()}{os.sep}", "")  # paths relative to here
+        log(f"{name}: not measured ({message})")
+        return {"name": name, "missing": message}
     row = {
         "name": name,
         "bits_per": bits_per,
