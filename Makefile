@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 FASHION_MNIST_SYSTEM := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data run test test-all lint docs patterns visualize-docs sampling-docs pictures benchmarks gpu-check gpu-wheels clean
+.PHONY: setup data data-text run test test-all lint docs patterns visualize-docs sampling-docs pictures benchmarks gpu-check gpu-wheels clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ data:
 	else \
 		echo "no apt-get: the loader will look in data/ and then try torchvision's download"; \
 	fi
+
+# The text excerpt of data=wikipedia_excerpt: 6 MB of Wikipedia XML (CC BY-SA) that gensim's wheel on PyPI ships as
+# test data, extracted into $${ZOO_DATA_ROOT:-data}/wikipedia_excerpt/ (zoo/data/wikipedia_excerpt.py).
+data-text: setup
+	$(PY) -m zoo.data.wikipedia_excerpt
 
 run: setup data
 	$(PY) scripts/train.py $(ARGS)

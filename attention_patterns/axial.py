@@ -9,7 +9,7 @@ the row part exact::
 
 For images with interleaved channels use ``width = cols * channels`` (CIFAR-10: 96). ``height``
 is optional: when given, sequences must have exactly ``height * width`` positions; when omitted any
-``n`` works and the last row may be incomplete (ragged). ``mode`` works as for ``strided`` (§4.3).
+``n`` works and the last row may be incomplete (ragged). ``mode`` works as for ``strided`` (§5.1).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from .two_part import TwoPartPattern
 
 @dataclass
 class FixedConfig:
-    """Fixed pattern; ``mode`` says how the two parts map to heads and layers (§4.3)."""
+    """Fixed pattern; ``mode`` says how the two parts map to heads and layers (§5.1)."""
 
     name: str = "fixed"
     stride: int = 128  # l: block length

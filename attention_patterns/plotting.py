@@ -118,7 +118,7 @@ def plot(
     Args:
         component: an :class:`AttentionPattern`, or anything :func:`build_attention` accepts.
         n: sequence length.
-        layer: layer index (matters for ``interleaved`` patterns, §4.3).
+        layer: layer index (matters for ``interleaved`` patterns, §5.1).
         image_shape: ``(rows, cols)`` or ``(rows, cols, channels)`` (channels interleaved, as in the
             byte order of RGB images) with product ``n``; inferred as a square when ``n`` is one.
             Without a grid, only the connectivity matrices are drawn.

@@ -22,7 +22,7 @@ from .two_part import TwoPartPattern
 
 @dataclass
 class StridedConfig:
-    """Strided pattern; ``mode`` says how the two parts map to heads and layers (§4.3)."""
+    """Strided pattern; ``mode`` says how the two parts map to heads and layers (§5.1)."""
 
     name: str = "strided"
     stride: int = 128  # l: local window length and step of the strided part

@@ -1,4 +1,4 @@
-"""How a two-part factorised pattern is used by a multi-head model (paper §4.3).
+"""How a two-part factorised pattern is used by a multi-head model (paper §5.1).
 
 The paper gives three ways to integrate the sets ``A^(1)`` and ``A^(2)`` of a factorised pattern:
 

@@ -1,4 +1,4 @@
-"""Mixed precision (Child et al. 2019, §5.5) in the trainer: bf16 / fp16 autocast, dynamic loss scaling,
+"""Mixed precision (Child et al. 2019, §5.6) in the trainer: bf16 / fp16 autocast, dynamic loss scaling,
 and the handling of non-finite losses (skipped and counted; too many in a row stop the run)."""
 
 from __future__ import annotations

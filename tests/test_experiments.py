@@ -30,7 +30,7 @@ from zoo.train import TrainerConfig
 
 DATASETS = ("cifar10", "enwik8", "imagenet64", "audio")
 
-# The paper's models (§7.1-7.4, Tables 2, 3 and 5): layers, width, heads, dropout, parameters.
+# The paper's models (§7.1-7.4, Table 1): layers, width, heads, dropout, parameters.
 PAPER = {
     "cifar10": {
         "n_layer": 128,
@@ -107,7 +107,7 @@ def test_paper_experiment_composes_with_the_papers_model(data: str) -> None:
         assert math.prod(config.data_shape) == config.seq_len
     with torch.device("meta"):
         model = build(config)
-    assert model.num_parameters() == pytest.approx(paper["params"], rel=0.01)  # Tables 2, 3, 5
+    assert model.num_parameters() == pytest.approx(paper["params"], rel=0.01)  # Table 1
 
 
 @pytest.mark.parametrize("data", DATASETS)
@@ -206,7 +206,7 @@ def test_smoke_experiment_runs_end_to_end(data: str, tmp_path: Path) -> None:
     result = evaluate.evaluate_checkpoint(run_dir, "test", device="cpu")
     assert result["rows"][0]["examples"] == metrics["test_sequences"]
     assert result["rows"][0]["bits_per_dim"] == pytest.approx(metrics["test_bpd"], rel=1e-5)
-    if data == "enwik8":  # the paper's long-context evaluation (Table 4) still scores each test byte once
+    if data == "enwik8":  # the paper's long-context evaluation (Table 3) still scores each test byte once
         test_bytes = 1000  # 5% of the 20,000-byte file
         assert result["rows"][0]["dims"] == test_bytes
         longer = evaluate.evaluate_checkpoint(run_dir, "test", data_overrides={"eval_min_context": 192})

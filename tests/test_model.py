@@ -114,34 +114,61 @@ def test_shorter_sequences_are_prefixes_and_longer_ones_fail():
 
 
 # ---------------------------------------------------------------------------------- initialisation (§6)
-def test_initialisation_statistics():
+@pytest.mark.parametrize("init", ["paper", "openai"])
+def test_initialisation_statistics(init):
     torch.manual_seed(0)
     d, N = 256, 4
-    model = build("strided", n_embd=d, n_layer=N, n_head=4)
+    model = build("strided", n_embd=d, n_layer=N, n_head=4, init=init)
     r = 1 / math.sqrt(2 * N)
+
+    def lin(d_in: int) -> float:  # the linear-weight std of each convention, written out
+        return 0.125 / math.sqrt(d_in) if init == "paper" else math.sqrt(0.125 / d_in)
 
     def check_std(t: torch.Tensor, expected: float, what: str) -> None:
         std = t.detach().float().std().item()
         assert abs(t.detach().float().mean().item()) < 0.05 * expected + 3 * expected / math.sqrt(t.numel())
         assert std == pytest.approx(expected, rel=0.05), f"{what}: std {std} != {expected}"
 
+    # embeddings: as printed in §6 under both conventions
     check_std(model.embed_in.token.weight, 0.125 / math.sqrt(d), "W_e")
     pos = model.embed_in.position
     assert pos.n_emb == 2
     check_std(torch.cat([t.weight for t in pos.tables]), 0.125 / math.sqrt(d * 2), "position tables")
     for block in model.blocks:
-        check_std(block.attn.qkv.weight, 0.125 / math.sqrt(d), "W_q,k,v")
-        check_std(block.attn.proj.weight, 0.125 / math.sqrt(d) * r, "W_p")
-        check_std(block.ffn.fc1.weight, 0.125 / math.sqrt(d), "W_1")
-        check_std(block.ffn.fc2.weight, 0.125 / math.sqrt(4 * d) * r, "W_2")
-        for lin in (block.attn.qkv, block.attn.proj, block.ffn.fc1, block.ffn.fc2):
-            assert torch.count_nonzero(lin.bias) == 0
+        check_std(block.attn.qkv.weight, lin(d), "W_q,k,v")
+        check_std(block.attn.proj.weight, lin(d) * r, "W_p")
+        check_std(block.ffn.fc1.weight, lin(d), "W_1")
+        check_std(block.ffn.fc2.weight, lin(4 * d) * r, "W_2")
+        for lin_ in (block.attn.qkv, block.attn.proj, block.ffn.fc1, block.ffn.fc2):
+            assert torch.count_nonzero(lin_.bias) == 0
         for ln in (block.ln_1, block.ln_2):
             assert torch.equal(ln.weight, torch.ones(d)) and torch.equal(ln.bias, torch.zeros(d))
     assert torch.count_nonzero(model.head.weight) == 0 and torch.count_nonzero(model.head.bias) == 0
     # zero logits: the first loss is exactly the uniform distribution's ln 256 nats per byte
     loss = model.loss(torch.randint(0, 256, (2, 784)))
     assert loss.item() == pytest.approx(math.log(256), abs=1e-5)
+
+
+def test_openai_init_scales_only_the_linear_weights():
+    """Same seed, both conventions: every linear weight is 1/sqrt(0.125) = 2.83x larger, the rest identical."""
+    over = dict(n_embd=64, n_layer=3, n_head=2, half_qk=True, half_ffn=True)
+    torch.manual_seed(5)
+    paper = build("strided", init="paper", **over)
+    torch.manual_seed(5)
+    openai = build("strided", init="openai", **over)
+    linear = {f"{n}.weight" for n, m in paper.named_modules() if isinstance(m, nn.Linear)}
+    assert len(linear) == 3 * 4 + 1  # qkv, proj, fc1, fc2 per block, and the (zero) logits
+    a, b = paper.state_dict(), openai.state_dict()
+    for name in a:
+        if name in linear:
+            torch.testing.assert_close(b[name], a[name] / math.sqrt(0.125), rtol=1e-6, atol=0)
+        else:
+            assert torch.equal(a[name], b[name]), name
+
+
+def test_init_option_is_checked():
+    with pytest.raises(ValueError, match=r"init must be one of \['paper', 'openai'\], got 'xavier'"):
+        build("strided", init="xavier")
 
 
 def test_position_embedding_std_scales_with_n_emb():

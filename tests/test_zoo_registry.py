@@ -82,7 +82,8 @@ def test_paper_configurations_follow_the_text():
     assert c.attention["name"] == "strided" and c.data_shape == [32, 32, 3] and c.dropout == 0.25
     e = get_model_config("enwik8_paper")  # §7.2
     assert (e.n_layer, e.n_embd, e.n_head, e.seq_len) == (30, 512, 8, 12288)
-    assert e.attention == {"name": "fixed", "stride": 128, "c": 32, "mode": "merged"}
+    # §4.3: heads attend to distinct summary sub-blocks of length c: 128 / 32 = 4 of them
+    assert e.attention == {"name": "fixed", "stride": 128, "c": 32, "num_different_global_patterns": 4, "mode": "merged"}
     assert e.embedding == "attention" and e.dropout == 0.40  # §5.3: attention embeddings for text
     i = get_model_config("imagenet64_paper")  # §7.3
     assert (i.n_layer, i.n_embd, i.n_head, i.seq_len) == (48, 512, 16, 12288)

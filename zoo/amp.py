@@ -1,4 +1,4 @@
-"""Mixed precision for the trainer (Child et al. 2019, §5.5: half-precision training with dynamic loss scaling).
+"""Mixed precision for the trainer (Child et al. 2019, §5.6: half-precision training with dynamic loss scaling).
 
 ``trainer.precision``:
 
@@ -9,7 +9,7 @@
   (``torch.amp.GradScaler``; on CPU the ``"cpu"`` scaler of PyTorch >= 2.3): the loss is multiplied by
   a scale before backward, gradients are unscaled before clipping, and a step whose gradients
   overflow is skipped while the scale is halved (it doubles again after ``growth_interval`` good
-  steps). The paper (§5.5) keeps weights in single precision and computes activations and gradients
+  steps). The paper (§5.6) keeps weights in single precision and computes activations and gradients
   in half precision with dynamic loss scaling, which is what autocast + GradScaler does.
 
 The metric (:func:`zoo.metrics.nll_nats`) is always computed in float32.

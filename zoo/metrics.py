@@ -1,4 +1,4 @@
-"""Bits per dim, the Sparse Transformer's metric (Child et al. 2019, §7: Tables 2-3, bits per byte/dim).
+"""Bits per dim, the Sparse Transformer's metric (Child et al. 2019, Tables 1-2, bits per byte/dim).
 
 The model's loss is the mean negative log-likelihood in nats of each byte given the bytes before it;
 bits per dim is that mean divided by ``ln 2`` (a dim being one byte of the sequence: a sub-pixel of an

@@ -13,7 +13,8 @@
   queries and keys are projected to ``d/2`` with ``half_qk`` (§6);
 * the attention pattern is any registered :mod:`attention_patterns` component, computed by any
   registered backend (``attention_backend``); the model never special-cases a pattern;
-* initialisation as in §6 (see :meth:`SparseTransformer.reset_parameters`);
+* initialisation as in §6, with the standard deviation of the linear weights read either as the
+  paper prints it or as OpenAI's code computes it (``init``; see :meth:`SparseTransformer.reset_parameters`);
 * optional recomputation of blocks in the backward pass (§5.4, ``checkpoint_every``).
 
 ``model(idx)`` maps bytes ``(B, T)`` to logits ``(B, T, vocab_size)`` where ``logits[:, t]``
@@ -45,6 +46,23 @@ from .errors import warn_once
 from .layers import FeedForward
 
 log = logging.getLogger(__name__)
+#: ``init`` conventions for the linear weights (§6): see :func:`linear_init_std`.
+INITS = ("paper", "openai")
+
+
+def linear_init_std(init: str, d_in: int) -> float:
+    """Standard deviation of a linear weight with ``d_in`` inputs under the ``init`` convention (§6).
+
+    The paper writes the weights as ``N(0, 0.125/sqrt(d_in))``. Read with the second argument as a
+    standard deviation (``paper``) that is ``0.125/sqrt(d_in)``; OpenAI's own code for the model
+    (``openai/distribution_augmentation``, ``linear(..., std=np.sqrt(0.125 / nx))``) draws with standard
+    deviation ``sqrt(0.125/d_in)`` (``openai``), ``1/sqrt(0.125) = 2.83`` times larger for every ``d_in``.
+    """
+    if init == "paper":
+        return 0.125 / math.sqrt(d_in)
+    if init == "openai":
+        return math.sqrt(0.125 / d_in)
+    raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
 
 
 @dataclass
@@ -72,6 +90,9 @@ class ModelConfig:
     half_ffn: bool = False  # feed-forward width 2d instead of 4d (§6)
     half_qk: bool = False  # query/key projections to d/2 instead of d (§6)
     dropout: float = 0.0  # at the end of each residual branch only (§5.4)
+    # std of the linear weights (§6): paper = 0.125/sqrt(d_in) as printed; openai = sqrt(0.125/d_in) as in
+    # OpenAI's code (2.83x larger); embeddings, zero logits and the 1/sqrt(2N) residual scaling are shared
+    init: str = "paper"
     checkpoint_every: int = 0  # k > 0: recompute every k-th block in the backward pass (§5.4); 0 = off
 
     @property
@@ -101,6 +122,8 @@ class ModelConfig:
                 f"half_qk projects queries and keys to n_embd/2, so n_embd={self.n_embd} must be divisible by "
                 f"2 * n_head = {2 * self.n_head}"
             )
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {list(INITS)}, got {self.init!r}")
         if self.embedding not in EMBEDDINGS:
             raise ValueError(f"embedding must be one of {list(EMBEDDINGS)}, got {self.embedding!r}")
         if (
@@ -207,14 +230,20 @@ class SparseTransformer(nn.Module):
     def reset_parameters(self) -> None:
         """Initialise as in §6.
 
-        ``W_e ~ N(0, 0.125/sqrt(d))``; position tables ``~ N(0, 0.125/sqrt(d n_emb))``; every other
-        weight ``~ N(0, 0.125/sqrt(d_in))``, additionally ``* 1/sqrt(2N)`` for the residual output
-        projections ``W_p`` and ``W_2`` (§5.2); biases 0; LayerNorm gain 1, bias 0; logits weight 0.
+        Every linear weight ``~ N(0, s(d_in))`` with ``s`` = :func:`linear_init_std` of ``config.init``
+        (``paper``: ``0.125/sqrt(d_in)``; ``openai``: ``sqrt(0.125/d_in)``), additionally ``* 1/sqrt(2N)``
+        for the residual output projections ``W_p`` and ``W_2`` (§5.2; OpenAI's code scales both the same
+        way); biases 0; LayerNorm gain 1, bias 0; logits weight 0. Embeddings (both conventions):
+        ``W_e ~ N(0, 0.125/sqrt(d))``, position tables ``~ N(0, 0.125/sqrt(d n_emb))``
+        (:mod:`zoo.embeddings`). OpenAI's code gives its embeddings fixed standard deviations (0.01
+        for ``W_e`` and ``0.01/sqrt(n_emb)`` for the position tables in its CIFAR-10 config, d = 256),
+        within 1.3x of these values, whereas ``sqrt(0.125/d)`` would be 2.2x larger: the embedding
+        formula is read as printed in both conventions.
         """
         residual_scale = 1.0 / math.sqrt(2 * self.config.n_layer)
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                std = 0.125 / math.sqrt(module.in_features)
+                std = linear_init_std(self.config.init, module.in_features)
                 if getattr(module, "is_residual_output", False):
                     std *= residual_scale
                 nn.init.normal_(module.weight, mean=0.0, std=std)

@@ -441,7 +441,9 @@ def cifar10_paper() -> ModelConfig:
     Byte order: interleaved RGB, ``data_shape=[32, 32, 3]`` (row, column, channel; §5.3 names these three
     data embeddings). The paper does not state the CIFAR-10 stride; we use 96 = one row of interleaved
     RGB bytes (32 pixels x 3), a stride aligned with the image's period as §4.2 recommends for images
-    (sqrt(3072) ~ 55 would cut rows). The two heads split the two parts (multi-head, eq. 8). Dropout
+    (sqrt(3072) ~ 55 would cut rows), and the local context of OpenAI's own CIFAR-10 config
+    (``local_attn_ctx = 96`` in openai/distribution_augmentation, whose layers interleave one strided and
+    three local blocks instead of splitting the heads). The two heads split the two parts (multi-head, eq. 8). Dropout
     0.25 (§7.1); every block is recomputed in the backward pass (§5.4).
     """
     return ModelConfig(
@@ -463,6 +465,11 @@ def cifar10_paper() -> ModelConfig:
 def enwik8_paper() -> ModelConfig:
     """Enwik8 model of §7.2: 30 layers, d=512, 8 heads, fixed, stride 128, c=32, merged heads (95M parameters).
 
+    Summary columns: §4.3 found it preferable to let the heads attend to *distinct* sub-blocks of length
+    ``c`` of each block; with ``l = 128`` and ``c = 32`` there are ``128 / 32 = 4`` of them, so the 8 heads
+    use ``num_different_global_patterns = 4`` (head ``h`` takes sub-block ``h mod 4``; the paper does not
+    say how many distinct ones it used).
+
     Embedding: §5.3 uses *attention* embeddings for text (row and column in a matrix of width the
     stride 128: 96 x 128 for 12,288 bytes). This matters for the parameter count: a data embedding
     of the 1-D stream would be a 12,288 x 512 table (6.3M parameters), giving 101M instead of 95M.
@@ -473,7 +480,7 @@ def enwik8_paper() -> ModelConfig:
         n_embd=512,
         n_head=8,
         seq_len=12288,
-        attention={"name": "fixed", "stride": 128, "c": 32, "mode": "merged"},
+        attention={"name": "fixed", "stride": 128, "c": 32, "num_different_global_patterns": 4, "mode": "merged"},
         embedding="attention",
         data_shape=[12288],
         half_ffn=False,

@@ -297,7 +297,7 @@ def eval_windows(length: int, seq_len: int, min_context: int = 0) -> list[tuple[
     ones to score. With ``min_context = 0`` the windows are non-overlapping (every ``scored_from`` is
     0) except the last, which ends at the end of the stream and scores only the bytes not yet
     covered. With ``min_context = m > 0`` the windows advance by ``seq_len - m`` and every scored
-    byte after the first window sees at least ``m`` bytes of context (paper, enwik8 Table 4).
+    byte after the first window sees at least ``m`` bytes of context (paper, enwik8 Table 3).
     """
     _check_stream(length, seq_len, "the evaluation split")
     check_int("min_context", min_context, low=0, high=seq_len - 1)

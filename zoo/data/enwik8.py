@@ -3,7 +3,9 @@
 Files: ``<root>/enwik8`` (100,000,000 bytes), or ``<root>/enwik8.zip`` (from
 http://mattmahoney.net/dc/enwik8.zip), whose ``enwik8`` member is extracted once next to it (or
 into ``cache_dir``) because a zip member cannot be memory-mapped. The byte file is then read with
-``np.memmap``: nothing is loaded into RAM beyond the windows in use.
+``np.memmap``: nothing is loaded into RAM beyond the windows in use. ``file`` names another byte
+file of the root (or ``<file>.zip``): any text in enwik8's format is read the same way, such as the
+6 MB Wikipedia excerpt of ``data=wikipedia_excerpt`` (:mod:`zoo.data.wikipedia_excerpt`).
 
 Splits: the standard one the paper uses, the first 90M bytes for training and the last 10M split
 5M / 5M into validation and test. ``split: [0.9, 0.05, 0.05]`` gives exactly that for the real file
@@ -21,7 +23,7 @@ Evaluation (``val``, ``test``): every byte of the split is scored exactly once
 (:class:`zoo.data.common.EvalWindows`). With ``eval_min_context: 0`` (default) the windows are
 non-overlapping, so a byte sees between 0 and ``seq_len - 1`` bytes of context; the last window is
 aligned with the end of the split and ``scored_from(k)`` tells the evaluator which of its positions
-are new. The paper notes that a longer minimum context at evaluation helps: its Table 4 reports bits
+are new. The paper notes that a longer minimum context at evaluation helps: its Table 3 reports bits
 per byte improving as the minimum context length during evaluation of its 12,288-byte model grows
 towards the full context. ``eval_min_context: m`` evaluates that way: windows advance by
 ``seq_len - m`` and only their last ``seq_len - m`` positions are scored, so every byte after the
@@ -62,18 +64,18 @@ URL = "http://mattmahoney.net/dc/enwik8.zip"
 STANDARD_SIZE = 100_000_000
 ZIP_MAGIC = b"PK\x03\x04"
 
-_OPTIONS = ("root", "cache_dir", "seq_len", "split", "windows_per_epoch", "seed", "eval_min_context")
+_OPTIONS = ("root", "file", "cache_dir", "seq_len", "split", "windows_per_epoch", "seed", "eval_min_context")
 
 
-def extract(archive: Path, target: Path) -> Path:
-    """Extract the ``enwik8`` member of ``archive`` to ``target`` (atomically, once)."""
+def extract(archive: Path, target: Path, file: str = FILE) -> Path:
+    """Extract the ``file`` member of ``archive`` (or its only member) to ``target`` (atomically, once)."""
     try:
         with zipfile.ZipFile(archive) as zf:
             names = [n for n in zf.namelist() if not n.endswith("/")]
-            member = FILE if FILE in names else (names[0] if len(names) == 1 else None)
+            member = file if file in names else (names[0] if len(names) == 1 else None)
             if member is None:
                 raise ValueError(
-                    f"{archive}: expected a member named {FILE!r} (or a single file), found {names}"
+                    f"{archive}: expected a member named {file!r} (or a single file), found {names}"
                 )
             writable_dir(target.parent, "the extracted enwik8 file")
             with file_lock(target.with_name(target.name + ".lock")):
@@ -92,19 +94,23 @@ def extract(archive: Path, target: Path) -> Path:
     return target
 
 
-def locate(root: Path, cache_dir: Path | None) -> Path:
-    """The raw enwik8 byte file: ``root/enwik8``, else extracted from ``root/enwik8.zip``."""
-    raw = root / FILE
+def locate(root: Path, cache_dir: Path | None, file: str = FILE) -> Path:
+    """The raw byte file: ``root/<file>``, else extracted from ``root/<file>.zip`` (``enwik8``, ``enwik8.zip``)."""
+    raw = root / file
+    archive = root / f"{file}.zip"
     if raw.is_file():
         with open(raw, "rb") as fh:
             if fh.read(4) == ZIP_MAGIC:
-                raise ValueError(
-                    f"{raw} is a zip archive, not the raw enwik8 bytes: rename it to {root / ARCHIVE}"
-                )
+                raise ValueError(f"{raw} is a zip archive, not the raw {file} bytes: rename it to {archive}")
         return raw
-    archive = root / ARCHIVE
     if archive.is_file():
-        return extract(archive, (cache_dir or root) / FILE)
+        return extract(archive, (cache_dir or root) / file, file)
+    if file != FILE:
+        raise DataNotFoundError(
+            f"{file} not found: the data root {root} has neither {file} nor {archive.name}. "
+            "For the Wikipedia excerpt (data=wikipedia_excerpt) run `make data-text`; otherwise point data.root "
+            "at the folder that holds the file."
+        )
     raise DataNotFoundError(
         f"enwik8 not found: the data root {root} has neither {FILE} nor {ARCHIVE}.\n"
         f"Download {URL} into {root} (it is extracted on first use), or point data.root "
@@ -115,6 +121,7 @@ def locate(root: Path, cache_dir: Path | None) -> Path:
 @register_dataset(NAME)
 def enwik8(
     root: str | None = None,
+    file: str = FILE,
     cache_dir: str | None = None,
     seq_len: int = 12288,
     split: tuple[float, float, float] | list[float] = (0.9, 0.05, 0.05),
@@ -129,8 +136,10 @@ def enwik8(
     fractions = check_split("split", split)
     check_int("seed", seed, low=0)
     eval_min_context = check_int("eval_min_context", eval_min_context, low=0, high=seq_len - 1)
+    if not isinstance(file, str) or not file or "/" in file or "\\" in file:
+        raise ValueError(f"file must be the name of a byte file inside data.root (no folders), got {file!r}")
     data_root = resolve_root(root, NAME)
-    path = locate(data_root, resolve_root(cache_dir, NAME, "data.cache_dir") if cache_dir else None)
+    path = locate(data_root, resolve_root(cache_dir, NAME, "data.cache_dir") if cache_dir else None, file)
     why = not_text(path)
     if why is not None:  # legal (any bytes train), but a binary file is rarely what was meant
         warn_once(log, "%s does not look like text (%s): enwik8 is the text of a Wikipedia XML dump", path, why)
