@@ -16,8 +16,9 @@ from test_notebook import kernel_available, run_in_process, run_with_kernel
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "inside_the_model.ipynb"
 RESULT = re.compile(r"val bits/dim after (\d+) steps: ([0-9.]+)")
-#: pictures the notebook shows: pattern, 3 attention maps, 2 embedding pictures, distributions, bits map
-PICTURES = 8
+#: pictures the notebook shows: pattern, 3 attention maps, 2 embedding pictures, distributions, bits map,
+#: completions and samples
+PICTURES = 10
 
 
 def _code(nb) -> str:
@@ -38,6 +39,7 @@ def test_committed_outputs_show_every_picture():
     for call in ("attention_maps", "plot_attention_grid", "plot_attention_queries", "plot_position_tables",
                  "plot_position_similarity", "plot_distributions", "plot_bits_map"):  # fmt: skip
         assert f"zv.{call}(" in _code(nb)
+    assert "generate(model, 16, prompt=" in _code(nb) and "media.completion_grid(" in _code(nb)
 
 
 def test_notebook_runs_in_a_short_version(monkeypatch):
