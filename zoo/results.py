@@ -256,7 +256,7 @@ def plot(runs: Sequence[Run], path: str | Path, title: str | None = None) -> Pat
             "marker": "o",
             "markersize": 3,
         }
-        label = " ".join(f"{_short(k)}={v}" for k, v in zip(keys, setting)) or run.label
+        label = " ".join(f"{_short(k)}={v}" for k, v in zip(keys, setting) if v is not None) or run.label
         values = [p["val_bpd"] for p in curve]
         by_data.plot(
             [p.get("sequences", p["step"]) for p in curve], values, label=label if first else None, **style
