@@ -69,6 +69,8 @@ benchmarks: setup
 	$(PY) scripts/max_length.py --backends blocksparse --start 262144 --max-n 1048576 --budget-gib 20 --time-limit-s 3600 --save max_length
 	$(PY) scripts/record_run.py train_fp32 -- trainer.steps=300 trainer.test=false
 	$(PY) scripts/record_run.py train_bf16 -- trainer.steps=300 trainer.test=false trainer.precision=bf16
+	$(PY) scripts/benchmark_sampling.py
+	$(PY) scripts/benchmark_sample_callback.py --steps 200 --eval-every 50
 
 # The GPU check (scripts/gpu_check.py): only this repository, torch (+triton) and the wheels in $(WHEELS)
 # are needed, so it runs with the machine's own python: `make gpu-check`, `make gpu-check ARGS="--device cpu"`.
