@@ -131,7 +131,15 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         assert state["world_size"] == 2 and len(state["rng"]) == 2
         if one.ema is not None:  # the averaged weights rank 0 saved are the one-process average
             for key, value in one.ema.module.state_dict().items():
-                torch.testing.assert_close(state["model_ema"][key], value, rtol=1e-4, atol=1e-6, msg=key)
+                saved = state["model_ema"][key]
+                if key.endswith("attn.qkv.bias"):
+                    # the key bias adds the same q.b_k to every logit of a row, which softmax ignores: its
+                    # gradient is rounding noise, which Adam scales up to full-size steps that differ with
+                    # the all-reduce's summation order, so only the query and value biases are compared
+                    d = value.shape[0] // 3  # the tiny model: q, k and v of equal width
+                    keep = torch.cat([torch.arange(d), torch.arange(2 * d, 3 * d)])
+                    saved, value = saved[keep], value[keep]
+                torch.testing.assert_close(saved, value, rtol=1e-4, atol=1e-6, msg=key)
         assert json.loads((run_dir / "metrics.json").read_text())["world_size"] == 2
 
 
