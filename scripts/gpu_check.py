@@ -498,7 +498,6 @@ def phase_sampling(args, device, budget: Budget, notes: list[str]) -> list[dict]
         notes.append("sampling: zoo.generate is not in this checkout; cached sampling is not measured")
         return []
     from zoo.generate import generate
-
     from zoo.registry import build
 
     rows = []
