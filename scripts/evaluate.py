@@ -56,11 +56,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from zoo.checkpoint import (
-    BEST_FILE,
     check_compatible,
     check_library_checkpoint,
     load_checkpoint,
-    step_checkpoints,
     stored_model_config,
 )
 from zoo.cli import EXIT_USER_ERROR, full_error, report
@@ -68,6 +66,7 @@ from zoo.data import DataBundle, build_data
 from zoo.ema import eval_weights
 from zoo.errors import UserError, is_user_error, warn_once
 from zoo.model import ModelConfig, SparseTransformer
+from zoo.pretrained import find_checkpoint
 from zoo.registry import apply_overrides, resolve_config
 from zoo.train import Trainer, TrainerConfig
 
@@ -161,26 +160,6 @@ def positive_or_none(name: str, value: Any) -> int | None:
 
 
 # --------------------------------------------------------------------------------- checkpoint
-def find_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file as given, or for a run folder (or its ``checkpoints/``) the newest ``step_N.pt``.
-
-    A folder without step checkpoints falls back to its ``best.pt``; temporary files of an interrupted
-    write are never chosen (:func:`zoo.checkpoint.step_checkpoints` matches ``step_N.pt`` only).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.is_file():
-        return path
-    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    steps = step_checkpoints(folder)
-    if steps:
-        return steps[-1][1]
-    if (folder / BEST_FILE).is_file():
-        return folder / BEST_FILE
-    raise FileNotFoundError(f"no checkpoint (step_N.pt or {BEST_FILE}) in {folder}")
-
-
 def run_config(state: Mapping[str, Any], path: Path) -> dict[str, Any]:
     """The run's resolved train config: stored in the checkpoint, else the run folder's ``.hydra/config.yaml``."""
     if isinstance(state.get("config"), Mapping):

@@ -36,7 +36,11 @@ class Trained:
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file as given; for a folder its newest ``step_N.pt`` (else ``best.pt``)."""
+    """A checkpoint file as given, or for a run folder (or its ``checkpoints/``) the newest ``step_N.pt``.
+
+    A folder without step checkpoints falls back to its ``best.pt``; temporary files of an interrupted
+    write are never chosen (:func:`zoo.checkpoint.step_checkpoints` matches ``step_N.pt`` only).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist (give a checkpoint file or a run folder)")
