@@ -66,7 +66,7 @@ from zoo.data import DataBundle, build_data
 from zoo.ema import eval_weights
 from zoo.errors import UserError, is_user_error, warn_once
 from zoo.model import ModelConfig, SparseTransformer
-from zoo.pretrained import find_checkpoint
+from zoo.pretrained import find_checkpoint, stored_run_config
 from zoo.registry import apply_overrides, resolve_config
 from zoo.train import Trainer, TrainerConfig
 
@@ -162,12 +162,9 @@ def positive_or_none(name: str, value: Any) -> int | None:
 # --------------------------------------------------------------------------------- checkpoint
 def run_config(state: Mapping[str, Any], path: Path) -> dict[str, Any]:
     """The run's resolved train config: stored in the checkpoint, else the run folder's ``.hydra/config.yaml``."""
-    if isinstance(state.get("config"), Mapping):
-        return dict(state["config"])
-    for folder in (path.parent.parent, path.parent):  # run/checkpoints/x.pt, or x.pt beside .hydra/
-        hydra_config = folder / ".hydra" / "config.yaml"
-        if hydra_config.is_file():
-            return OmegaConf.to_container(OmegaConf.load(hydra_config), resolve=True)  # type: ignore[return-value]
+    stored = stored_run_config(state, path)
+    if stored is not None:
+        return stored
     raise EvaluationError(
         f"checkpoint {path} holds no run config and there is no .hydra/config.yaml in its run folder "
         f"({path.parent.parent}); cannot tell which data set it was trained on"
