@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 EMBEDDINGS = ("data", "attention", "absolute")
@@ -222,5 +223,5 @@ class InputEmbedding(nn.Module):
             x = self.start.view(1, 1, -1).expand(batch, 1, -1)  # (B, 1, d)
         else:
             assert prev is not None, "positions t > 0 need the byte t - 1"
-            x = self.token(prev.view(batch, 1).long())  # (B, 1, d)
+            x = F.embedding(prev.view(batch, 1), self.token.weight)  # (B, 1, d): self.token, no module call
         return x + (self.position.at(t) if position is None else position)  # (B, 1, d)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,8 +35,42 @@ from torch import Tensor, nn
 from attention_patterns.backends.tile_kernel import cpu_contended
 from attention_patterns.base import union_rows
 
-from .kv_cache import KVCache
+from .kv_cache import KVCache, LayerCache
+from .layers import GELU_SCALE
 from .sampling import check_sampling, draw
+
+
+@dataclass(frozen=True)
+class _StepWeights:
+    """One block's parameters as a decoding step uses them (transposed views for ``addmm``, no copies),
+    read once per :class:`Decoder`: a step then makes no module calls, whose overhead would exceed the
+    arithmetic of one position."""
+
+    heads: int
+    qk: int  # d_qk: query/key width of all heads
+    ln_1: tuple[Tensor, Tensor, float]  # LayerNorm weight, bias, eps
+    qkv_wt: Tensor  # (d, 2 d_qk + d)
+    qkv_b: Tensor
+    proj_wt: Tensor  # (d, d)
+    proj_b: Tensor
+    ln_2: tuple[Tensor, Tensor, float]
+    fc1_wt: Tensor  # (d, hidden)
+    fc1_b: Tensor
+    fc2_wt: Tensor  # (hidden, d)
+    fc2_b: Tensor
+
+    @classmethod
+    def of(cls, block: nn.Module) -> _StepWeights:
+        attn, ffn = block.attn, block.ffn
+        return cls(
+            attn.n_head, attn.qk_dim, _norm(block.ln_1),
+            attn.qkv.weight.t(), attn.qkv.bias, attn.proj.weight.t(), attn.proj.bias,
+            _norm(block.ln_2), ffn.fc1.weight.t(), ffn.fc1.bias, ffn.fc2.weight.t(), ffn.fc2.bias,
+        )  # fmt: skip
+
+
+def _norm(ln: nn.LayerNorm) -> tuple[Tensor, Tensor, float]:
+    return ln.weight, ln.bias, ln.eps
 
 
 class Decoder:
@@ -66,7 +101,11 @@ class Decoder:
         period = self.component.num_layers_period
         self._head_parts = [self.component.head_parts(p) for p in range(period)]
         self._rows: dict[tuple, tuple] = {}  # how position t reads each cache layout (see _row)
+        self._head_offsets: dict[int, Tensor] = {}  # slots per head -> (H, 1) offsets of the heads
+        self._masks: tuple = ((), None, None)  # the rows' lengths of the last step and their masks
         self._positions: Tensor | None = None  # (capacity, d) position embeddings, made at the first step
+        self._layers = [_StepWeights.of(block) for block in model.blocks]  # what a step multiplies by
+        self._head = (model.head.weight.t(), model.head.bias, _norm(model.ln_f))
         self.position = 0  # the next position to compute
 
     # ------------------------------------------------------------------ the two phases
@@ -110,11 +149,38 @@ class Decoder:
         if self._positions is None:
             self._positions = model.embed_in.position(self.capacity)  # (capacity, d): one lookup per step
         x = model.embed_in.step(prev, t, self.batch, self._positions[t])  # (B, 1, d)
+        if torch.is_autocast_enabled(x.device.type):  # through the modules: autocast casts as in training
+            return self._step_modules(x, t)
+        # the same arithmetic as the modules (FeedForward's no-grad path included) on (B, d) rows, called
+        # directly: a step is dozens of tiny operations, and module calls would cost more than they do
+        B, d = self.batch, x.shape[-1]
+        x = x.reshape(B, d)  # (B, d): one position, no time axis
+        shape = (d,)
+        for layer, w in enumerate(self._layers):
+            # attention branch (eq. 13): x + W_p attend(q, k, v) of norm(x)
+            h = F.layer_norm(x, shape, *w.ln_1)  # (B, d)
+            qkv = torch.addmm(w.qkv_b, h, w.qkv_wt)  # (B, 2 d_qk + d)
+            qk, H = w.qk, w.heads
+            self.cache.layers[layer].write_one(
+                qkv[:, qk : 2 * qk].view(B, H, -1), qkv[:, 2 * qk :].view(B, H, -1), t
+            )  # k (B, H, D_qk), v (B, H, D_v)
+            y = self._attend_row(layer, qkv[:, :qk].view(B, H, 1, -1), t)  # (B, H, 1, D_v)
+            x = torch.addmm(x, y.view(B, d), w.proj_wt).add_(w.proj_b)  # (B, d)
+            # feed-forward branch (eq. 14), as FeedForward: silu(a u) / a with the scalings on the matmuls
+            h = F.layer_norm(x, shape, *w.ln_2)  # (B, d)
+            u = F.silu(torch.addmm(w.fc1_b, h, w.fc1_wt, beta=GELU_SCALE, alpha=GELU_SCALE))  # (B, hidden)
+            x = torch.addmm(x, u, w.fc2_wt, alpha=1.0 / GELU_SCALE).add_(w.fc2_b)  # (B, d)
+        self.position = self.cache.length = t + 1
+        head_wt, head_b, ln_f = self._head
+        return torch.addmm(head_b, F.layer_norm(x, shape, *ln_f), head_wt)  # (B, V)
+
+    def _step_modules(self, x: Tensor, t: int) -> Tensor:
+        """:meth:`step` through the blocks' modules (under autocast): ``x`` ``(B, 1, d)`` -> logits ``(B, V)``."""
+        model = self.model
         for layer, block in enumerate(model.blocks):
             attn = block.attn
             q, k, v = attn.qkv_heads(block.ln_1(x))  # (B, H, 1, D)
-            cache = self.cache.layers[layer]
-            cache.write(k, v, t)
+            self.cache.layers[layer].write(k, v, t)
             y = self._attend_row(layer, q, t)  # (B, H, 1, Dv)
             x = block.dropout(x, attn.merge_heads(y))  # (B, 1, d)
             x = block.dropout(x, block.ffn(block.ln_2(x)))  # (B, 1, d)
@@ -122,48 +188,85 @@ class Decoder:
         return model.head(model.ln_f(x[:, -1]))  # (B, V)
 
     # ------------------------------------------------------------------ one attention row
-    def _row(
-        self, layer: int, t: int, device: torch.device
-    ) -> tuple[Tensor, int, Tensor | None, Tensor | None]:
+    def _row(self, layer: int, t: int) -> tuple[Tensor, int, Tensor | None, Tensor | None]:
         """How query ``t`` of ``layer`` reads the cache, built once per step and cache layout:
-        ``(flat, L, mask, empty)`` - the ``(H L,)`` slots of every head's keys in the ``(B, H S, D)`` view,
-        the keys per head ``L``, the ``(1, H', 1, L)`` validity of padded keys (None: none padded) and
-        the ``(1, H', 1, 1)`` heads without any key (None: every head has one)."""
+        ``(flat, L, bias, empty)``: the ``(H L,)`` slots of every head's keys in the ``(B, H S, D)`` view,
+        the keys per head ``L``, the ``(B H, 1, L)`` additive mask of padded keys (0 or ``-inf``; None:
+        none padded) and the ``(B, H, 1, 1)`` heads without any key (None: every head has one)."""
         cache = self.cache.layers[layer]
         parity = layer % len(self._head_parts)
         key = (parity, cache.slots, cache.ring)
-        if key not in self._rows:
-            H = self.model.config.n_head
-            rows = union_rows(self._head_parts[parity], t)  # one sorted tensor per head (or one for all)
-            lengths = [r.numel() for r in rows]
-            mask = empty = None
-            if len(set(lengths)) == 1:
-                keys = torch.stack(rows)  # (H', L)
-            else:  # rows of different lengths: pad with position t (just written) and mask the padding
-                keys = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=t)  # (H', L)
-                valid = torch.arange(keys.shape[1])[None, :] < torch.tensor(lengths)[:, None]  # (H', L)
-                none = ~valid.any(-1)  # (H',): heads whose row has no key
-                if bool(none.any()):
-                    valid[none, 0] = True  # attend to the padding (position t), then zero the output
-                    empty = none.view(1, -1, 1, 1).to(device)
-                mask = valid.view(1, len(rows), 1, -1).to(device)
-            flat = (cache.slot(keys) + torch.arange(H)[:, None] * cache.slots).flatten()  # (H L,)
-            self._rows[key] = (flat.to(device), keys.shape[1], mask, empty)  # L = 0: no head has a key
-        return self._rows[key]
+        plan = self._rows.get(key)
+        if plan is None:
+            plan = self._rows[key] = self._plan_row(parity, cache, t)
+        return plan
+
+    def _plan_row(
+        self, parity: int, cache: LayerCache, t: int
+    ) -> tuple[Tensor, int, Tensor | None, Tensor | None]:
+        """:meth:`_row` for one cache layout: the keys by index arithmetic (:func:`union_rows`), the masks
+        from the rows' lengths, which change far more rarely than the rows (the last masks are kept)."""
+        assert cache.keys is not None
+        H, S = cache.keys.shape[1], cache.slots
+        rows = union_rows(self._head_parts[parity], t)  # sorted keys, per head (or one for all heads)
+        lengths = tuple(r.shape[0] for r in rows)
+        L = max(lengths)
+        if min(lengths) == L:
+            keys = rows[0][None] if len(rows) == 1 else torch.stack(rows)  # (H', L)
+        else:  # rows of different lengths: pad with position t (just written) and mask the padding
+            keys = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=t)  # (H', L)
+        if cache.ring:
+            keys = keys.remainder(S)
+        offsets = self._head_offsets.get(S)
+        if offsets is None:
+            offsets = self._head_offsets[S] = (
+                torch.arange(H)[:, None] * S
+            )  # (H, 1): head h's slots start at h S
+        flat = (keys + offsets).view(-1).to(cache.keys.device)  # (H L,): heads sharing a row repeat it
+        if self._masks[0] != lengths:
+            self._masks = (lengths, *self._padding_masks(lengths, H, cache.keys))
+        return flat, L, self._masks[1], self._masks[2]  # L = 0: no head has a key
+
+    def _padding_masks(
+        self, lengths: tuple[int, ...], H: int, like: Tensor
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """``(bias, empty)`` of :meth:`_row` for rows of these lengths (padded to the longest)."""
+        L = max(lengths)
+        if min(lengths) == L:
+            return None, None
+        counts = np.asarray(lengths)  # (H',)
+        valid = np.arange(L)[None, :] < counts[:, None]  # (H', L)
+        none = counts == 0  # (H',): heads whose row has no key
+        empty = None
+        if none.any():
+            valid[none, 0] = True  # attend to the padding (position t), then zero the output
+            empty = torch.from_numpy(np.broadcast_to(none[:, None, None], (H, 1, 1)).copy())
+            empty = empty.view(1, H, 1, 1).to(like.device)
+        additive = np.where(valid, np.float32(0), np.float32(-np.inf))  # (H', L)
+        additive = np.broadcast_to(additive[None, :, None, :], (self.batch, H, 1, L))
+        bias = torch.from_numpy(additive.reshape(self.batch * H, 1, L).copy())
+        return bias.to(device=like.device, dtype=like.dtype), empty
 
     def _attend_row(self, layer: int, q: Tensor, t: int) -> Tensor:  # q: (B, H, 1, Dqk)
         B, H, _, Dqk = q.shape
         cache = self.cache.layers[layer]
         assert cache.keys is not None and cache.values is not None
         Dv = cache.values.shape[-1]
-        flat, L, mask, empty = self._row(layer, t, q.device)
+        flat, L, bias, empty = self._row(layer, t)
         if L == 0:  # no head has a key: zero output (as the backends give empty rows)
             return q.new_zeros((B, H, 1, Dv))
         S = cache.slots
         kg = cache.keys.view(B, H * S, Dqk).index_select(1, flat).view(B, H, L, Dqk)  # (B, H, L, Dqk)
         vg = cache.values.view(B, H * S, Dv).index_select(1, flat).view(B, H, L, Dv)  # (B, H, L, Dv)
-        # softmax(q k^T / sqrt(Dqk)) v over the row's keys (eq. 3), in one fused call
-        y = F.scaled_dot_product_attention(q.to(kg.dtype), kg, vg, attn_mask=mask)  # (B, H, 1, Dv)
+        # softmax(q k^T / sqrt(Dqk)) v over the row's keys (eq. 3) as three batched matmul-sized calls: for one
+        # query row SDPA takes its slow "math" path on CPU whenever it is given a mask (3x slower)
+        q = q.to(kg.dtype).reshape(B * H, 1, Dqk)
+        kt = kg.view(B * H, L, Dqk).transpose(1, 2)  # (B H, Dqk, L)
+        if bias is None:  # every key valid
+            scores = torch.bmm(q, kt).mul_(Dqk**-0.5)  # (B H, 1, L)
+        else:  # padded keys: + 0 or -inf, riding on the matmul
+            scores = torch.baddbmm(bias, q, kt, alpha=Dqk**-0.5)  # (B H, 1, L)
+        y = torch.bmm(torch.softmax(scores, dim=-1), vg.view(B * H, L, Dv)).view(B, H, 1, Dv)
         return y if empty is None else y.masked_fill(empty, 0.0)
 
 

@@ -70,6 +70,19 @@ class LayerCache:
         self.keys[:, :, start : start + T] = k
         self.values[:, :, start : start + T] = v
 
+    def write_one(self, k: Tensor, v: Tensor, position: int) -> None:
+        """Store the key ``(B, H, D_qk)`` and value ``(B, H, D_v)`` of one position (a decoding step)."""
+        if self.keys is None:
+            B, H = k.shape[:2]
+            self.keys = k.new_zeros((B, H, self.slots, k.shape[-1]))
+            self.values = v.new_zeros((B, H, self.slots, v.shape[-1]))
+        assert self.values is not None
+        slot = position % self.slots if self.ring else position
+        if slot >= self.slots:
+            raise ValueError(f"the cache holds {self.slots} positions; cannot write position {position}")
+        self.keys[:, :, slot] = k
+        self.values[:, :, slot] = v
+
     def memory_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.keys, self.values) if t is not None)
 
