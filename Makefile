@@ -31,7 +31,7 @@ data:
 # The text excerpt of data=wikipedia_excerpt: 6 MB of Wikipedia XML (CC BY-SA) that gensim's wheel on PyPI ships as
 # test data, extracted into $${ZOO_DATA_ROOT:-data}/wikipedia_excerpt/ (zoo/data/wikipedia_excerpt.py).
 data-text: setup
-	$(PY) -m zoo.data.wikipedia_excerpt
+	$(PY) scripts/fetch_text.py
 
 run: setup data
 	$(PY) scripts/train.py $(ARGS)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import bz2
 import hashlib
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -48,6 +50,24 @@ def test_extract_from_wheel_checks_size_and_hash(tmp_path: Path) -> None:
     (tmp_path / "junk.whl").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a readable wheel"):
         wx.extract_from_wheel(tmp_path / "junk.whl", target)
+
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fetch_text.py"
+
+
+@pytest.mark.parametrize("entry", [[str(SCRIPT)], ["-m", "zoo.data.wikipedia_excerpt"]], ids=["make", "module"])
+def test_command_line_reports_a_bad_wheel_in_one_line(tmp_path: Path, entry: list[str]) -> None:
+    """`make data-text` runs scripts/fetch_text.py; ``python -m`` executes the module a second time as __main__
+    after the package's import (its data set must not register twice). Both reach the command line."""
+    (tmp_path / "junk.whl").write_bytes(b"not a zip")
+    cmd = [sys.executable, *entry, "--root", str(tmp_path), "--wheel", "junk.whl"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "not a readable wheel" in proc.stderr
+    payload = write_enwik8(tmp_path / "src", n=5_000)
+    wheel = write_wheel(tmp_path / "gensim-4.4.0-py3-none-any.whl", payload)
+    proc = subprocess.run(cmd[:-1] + [str(wheel)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "expected 6,089,746" in proc.stderr  # a small wheel: refused, one line
 
 
 def test_fetch_keeps_a_complete_file(tmp_path: Path) -> None:

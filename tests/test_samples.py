@@ -3,6 +3,7 @@ the training callback that logs completions (zoo.sample_callbacks)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import wave
@@ -246,3 +247,19 @@ def test_sample_yaml_mirrors_the_config_dataclass(compose_config):
     }
     defaults.pop("checkpoint")
     assert cfg == defaults
+
+
+def test_sampling_pictures_script_writes_named_pictures_and_caption(checkpoint, tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import sampling_pictures
+
+    code = sampling_pictures.main(
+        [str(checkpoint), "--name", "tiny", "--label", "a test run's checkpoint", "--root", str(tmp_path)]
+    )
+    assert code == 0
+    for picture in ("complete", "unconditional"):
+        assert (tmp_path / "docs" / "img" / f"tiny_{picture}.png").stat().st_size > 0
+    record = json.loads((tmp_path / "docs" / "results" / "tiny_pictures.json").read_text())
+    text = sampling_pictures.caption(record["data"])["main"]
+    assert "a test run's checkpoint" in text and "docs/img/tiny_complete.png" in text
+    assert "default run" not in text

@@ -3,7 +3,7 @@
 enwik8 itself (§7.2) is 100 MB from mattmahoney.net; for a CPU-sized text experiment the package
 index already holds real Wikipedia XML of the same kind: gensim's wheel ships the first pages of a
 2016 English Wikipedia dump, shortened, as test data (:data:`MEMBER`, bz2, 6,089,746 bytes once
-decompressed). :func:`fetch` (``make data-text``, or ``python -m zoo.data.wikipedia_excerpt``) runs
+decompressed). :func:`fetch` (``make data-text``, i.e. ``python scripts/fetch_text.py``) runs
 ``pip download gensim==4.4.0 --no-deps`` (one pinned wheel, so every machine gets the same bytes),
 takes that member out of the wheel, checks its size and SHA-256, and writes
 ``<root>/wikipedia_excerpt.xml`` atomically. The data set ``wikipedia_excerpt`` (``data=wikipedia_excerpt``)
@@ -127,7 +127,12 @@ def fetch(
 _OPTIONS = ("root", "file", "cache_dir", "seq_len", "split", "windows_per_epoch", "seed", "eval_min_context")
 
 
-@register_dataset(NAME)
+# `python -m zoo.data.wikipedia_excerpt` runs this file a second time as __main__, after the package's import
+# registered the data set: only the imported module registers it (`make data-text` runs scripts/fetch_text.py).
+_register = register_dataset(NAME) if __name__ != "__main__" else (lambda fn: fn)
+
+
+@_register
 def wikipedia_excerpt(
     root: str | None = None,
     file: str = FILE,
@@ -156,10 +161,8 @@ def wikipedia_excerpt(
     return bundle
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m zoo.data.wikipedia_excerpt", description=__doc__.split("\n")[0]
-    )
+def main(argv: list[str] | None = None, prog: str = "python -m zoo.data.wikipedia_excerpt") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument(
         "--root", default=None, help=f"folder to write {FILE} into (default: {default_root()})"
     )
