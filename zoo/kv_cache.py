@@ -44,11 +44,9 @@ class LayerCache:
 
         A rolling window keeps the last ``S`` of them (earlier ones would be overwritten anyway).
         """
-        B, H, T, _ = k.shape
-        if self.keys is None:
-            self.keys = k.new_zeros((B, H, self.slots, k.shape[-1]))
-            self.values = v.new_zeros((B, H, self.slots, v.shape[-1]))
-        assert self.values is not None
+        T = k.shape[2]
+        self._allocate(k, v)
+        assert self.keys is not None and self.values is not None
         if self.ring and T > 1:
             keep = min(T, self.slots)
             k, v, start, T = k[:, :, T - keep :], v[:, :, T - keep :], start + T - keep, keep
@@ -70,13 +68,17 @@ class LayerCache:
         self.keys[:, :, start : start + T] = k
         self.values[:, :, start : start + T] = v
 
-    def write_one(self, k: Tensor, v: Tensor, position: int) -> None:
-        """Store the key ``(B, H, D_qk)`` and value ``(B, H, D_v)`` of one position (a decoding step)."""
+    def _allocate(self, k: Tensor, v: Tensor) -> None:
+        """At the first write: ``(B, H, S, D)`` zeros with the batch, heads, dtype and device of ``k`` / ``v``."""
         if self.keys is None:
             B, H = k.shape[:2]
             self.keys = k.new_zeros((B, H, self.slots, k.shape[-1]))
             self.values = v.new_zeros((B, H, self.slots, v.shape[-1]))
-        assert self.values is not None
+
+    def write_one(self, k: Tensor, v: Tensor, position: int) -> None:
+        """Store the key ``(B, H, D_qk)`` and value ``(B, H, D_v)`` of one position (a decoding step)."""
+        self._allocate(k, v)
+        assert self.keys is not None and self.values is not None
         slot = position % self.slots if self.ring else position
         if slot >= self.slots:
             raise ValueError(f"the cache holds {self.slots} positions; cannot write position {position}")
