@@ -13,10 +13,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import table2  # noqa: E402
 
 
-def _run(folder: Path, variant: str, seed: int, bpd: float, train_time_s: float, steps: int = 10) -> None:
+def _run(
+    folder: Path, variant: str, seed: int, bpd: float, train_time_s: float, steps: int = 10, family: str = "images"
+) -> None:
     folder.mkdir(parents=True)
     metrics = {
-        "overrides": [f"experiment=table2_images_{variant}", f"seed={seed}"],
+        "overrides": [f"experiment=table2_{family}_{variant}", f"seed={seed}"],
         "seed": seed,
         "step": steps,
         "train_time_s": train_time_s,
@@ -55,3 +57,14 @@ def test_without_a_dense_run_it_says_what_is_missing(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"error: no run of experiment=table2_images_dense under ['{tmp_path}']: the ratios need it\n"
     )
+
+
+def test_the_papers_enwik8_fixed_row_sits_beside_merged_heads(tmp_path):
+    """§7.2: the paper's enwik8 fixed model merges the heads, so Table 2's text row is that variant's."""
+    for i, variant in enumerate(["dense", "fixed", "fixed_merged"]):
+        _run(tmp_path / str(i), variant, 0, 3.0 + i, 10.0, family="text")
+    lines = table2.markdown(table2.collect("text", [str(tmp_path)])).splitlines()
+    merged = next(line for line in lines if "`table2_text_fixed_merged`" in line)
+    split = next(line for line in lines if "`table2_text_fixed`" in line)
+    assert merged.endswith("| 0.99 | 0.55 | 0.42x |")
+    assert split.endswith("| - | - | - |")
